@@ -1,0 +1,26 @@
+from django.urls import path
+
+from chat import api
+
+urlpatterns = [
+    path("models/", api.ModelsView.as_view(), name="models"),
+    path("models/running/", api.RunningModelsView.as_view(), name="models_running"),
+    path("models/load/", api.LoadModelView.as_view(), name="models_load"),
+    path("models/pull/", api.PullModelView.as_view(), name="models_pull"),
+    path("models/<path:name>/", api.DeleteModelView.as_view(), name="models_delete"),
+    path("conversations/", api.ConversationListView.as_view(), name="conversations"),
+    path("conversations/<uuid:pk>/", api.ConversationDetailView.as_view(), name="conversation"),
+    path(
+        "conversations/<uuid:pk>/clear/",
+        api.ConversationClearView.as_view(),
+        name="conversation_clear",
+    ),
+    path(
+        "conversations/<uuid:pk>/messages/",
+        api.ConversationMessagesView.as_view(),
+        name="conversation_messages",
+    ),
+    path("chat/", api.ChatView.as_view(), name="chat"),
+    path("chat/simple/", api.SimpleChatView.as_view(), name="chat_simple"),
+    path("chat/stream/", api.StreamChatView.as_view(), name="chat_stream"),
+]

@@ -1,0 +1,390 @@
+"""The shared gate: every process and machine using the same Redis sees one queue per host.
+
+Keys, per host (``{p}`` is ``<key_prefix>:{<host>}``, a Redis Cluster hash tag keeping a host's
+keys together):
+
+``{p}:holders``  sorted set, member = reservation token, score = lease expiry (server ms)
+``{p}:queue``    sorted set, member = token, score = ticket (``INCR {p}:seq``): the FIFO order
+``{p}:waiting``  sorted set, member = token, score = waiter lease expiry (server ms)
+``{p}:seq``      the ticket counter
+``{p}:meta``     hash: ``avg_hold_ms``, a moving average of hold times (for Retry-After), and
+                 ``g:<token>``, the number in flight when a waiter was handed the slot (until
+                 that waiter's next poll reads it)
+
+Every decision is one Lua script, so it is atomic, and every script first drops the holders and
+waiters whose lease has expired (by the server's clock, ``TIME``: clients' clocks never matter),
+then hands free slots to the head of the queue. A holder renews its lease with a heartbeat every
+``lease_seconds / 3``; a waiter renews its own each time it polls. A process that dies stops
+renewing, so its slot or its place is freed when the lease runs out: never leaked. All keys
+carry a TTL renewed on every write, so an idle host leaves nothing behind.
+
+A waiter learns it got the slot (or its new position) by polling every ``poll_interval``
+seconds. The tokens are made by the client, so every script is idempotent and safe to retry,
+and a release can be sent even when the outcome of an interrupted call is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+import weakref
+from types import TracebackType
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .base import GateFull, GateLost, GateStats, Reservation, retry_after_hint
+
+logger = logging.getLogger(__name__)
+
+_PRELUDE = """
+local holders, queue, waiting, seq, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function purge()
+  local expired = redis.call('ZRANGEBYSCORE', holders, '-inf', now)
+  for _, token in ipairs(expired) do
+    redis.call('ZREM', holders, token)
+    redis.call('HDEL', meta, 'g:' .. token)
+  end
+  local dead = redis.call('ZRANGEBYSCORE', waiting, '-inf', now)
+  for _, token in ipairs(dead) do
+    redis.call('ZREM', queue, token)
+    redis.call('ZREM', waiting, token)
+  end
+end
+
+-- hand free slots to the head of the queue, noting for each how many were in flight then
+-- (until it polls); returns the number of holders
+local function promote(maxc, lease)
+  local n = redis.call('ZCARD', holders)
+  while n < maxc do
+    local head = redis.call('ZRANGE', queue, 0, 0)
+    if #head == 0 then break end
+    redis.call('ZREM', queue, head[1])
+    redis.call('ZREM', waiting, head[1])
+    redis.call('ZADD', holders, now + lease, head[1])
+    n = n + 1
+    redis.call('HSET', meta, 'g:' .. head[1], n)
+  end
+  return n
+end
+
+local function touch(ttl)
+  for _, key in ipairs(KEYS) do
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+"""
+
+# ARGV: token, max_concurrency, max_queue, lease_ms, ttl_ms
+# -> {0, in_flight} holding | {position, in_flight} queued | {-1, queued, avg_hold_ms} full
+_ENTER = (
+    _PRELUDE
+    + """
+local token = ARGV[1]
+local maxc, maxq = tonumber(ARGV[2]), tonumber(ARGV[3])
+local lease, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+purge()
+local n = promote(maxc, lease)
+if redis.call('ZSCORE', holders, token) then   -- a retried call that already got in
+  return {0, n}
+end
+local rank = redis.call('ZRANK', queue, token)
+if rank then
+  return {rank + 1, n}
+end
+local q = redis.call('ZCARD', queue)
+if q == 0 and n < maxc then
+  redis.call('ZADD', holders, now + lease, token)
+  touch(ttl)
+  return {0, n + 1}
+end
+if q >= maxq then
+  return {-1, q, tonumber(redis.call('HGET', meta, 'avg_hold_ms') or '-1')}
+end
+local ticket = redis.call('INCR', seq)
+redis.call('ZADD', queue, ticket, token)
+redis.call('ZADD', waiting, now + lease, token)
+touch(ttl)
+return {q + 1, n}
+"""
+)
+
+# Both the waiter's poll and the holder's heartbeat.
+# ARGV: token, max_concurrency, lease_ms, ttl_ms
+# -> {0, in_flight} holding (lease renewed) | {position, in_flight} queued (lease renewed)
+#    | {-2, in_flight} neither: the lease expired
+_POLL = (
+    _PRELUDE
+    + """
+local token = ARGV[1]
+local maxc, lease, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+purge()
+local n = promote(maxc, lease)
+if redis.call('ZSCORE', holders, token) then
+  redis.call('ZADD', holders, 'XX', now + lease, token)
+  touch(ttl)
+  local granted = redis.call('HGET', meta, 'g:' .. token)
+  if granted then
+    redis.call('HDEL', meta, 'g:' .. token)
+    return {0, tonumber(granted)}
+  end
+  return {0, n}
+end
+local rank = redis.call('ZRANK', queue, token)
+if rank then
+  redis.call('ZADD', waiting, 'XX', now + lease, token)
+  touch(ttl)
+  return {rank + 1, n}
+end
+return {-2, n}
+"""
+)
+
+# ARGV: token, max_concurrency, lease_ms, ttl_ms, held_ms (-1 if it never held the slot)
+# -> 1 if it was holding the slot, 0 otherwise
+_RELEASE = (
+    _PRELUDE
+    + """
+local token = ARGV[1]
+local maxc, lease, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local held_ms = tonumber(ARGV[5])
+local was = redis.call('ZREM', holders, token)
+redis.call('ZREM', queue, token)
+redis.call('ZREM', waiting, token)
+redis.call('HDEL', meta, 'g:' .. token)
+if was == 1 and held_ms >= 0 then
+  local avg = tonumber(redis.call('HGET', meta, 'avg_hold_ms') or '-1')
+  if avg < 0 then avg = held_ms else avg = 0.8 * avg + 0.2 * held_ms end
+  redis.call('HSET', meta, 'avg_hold_ms', math.floor(avg))
+end
+purge()
+promote(maxc, lease)
+touch(ttl)
+return was
+"""
+)
+
+# ARGV: max_concurrency, lease_ms -> {in_flight, queued}
+_STATS = (
+    _PRELUDE
+    + """
+purge()
+local n = promote(tonumber(ARGV[1]), tonumber(ARGV[2]))
+return {n, redis.call('ZCARD', queue)}
+"""
+)
+
+
+class _Conn:
+    """A client and its scripts, used on one event loop only."""
+
+    def __init__(self, url: str) -> None:
+        self.client: aioredis.Redis = aioredis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=5
+        )
+        self.enter = self.client.register_script(_ENTER)
+        self.poll = self.client.register_script(_POLL)
+        self.release = self.client.register_script(_RELEASE)
+        self.stats = self.client.register_script(_STATS)
+
+
+class RedisGate:
+    """The gate shared through Redis by every process and machine that uses it.
+
+    Redis connections belong to an event loop, so nothing loop-bound is made at construction:
+    each event loop gets one pooled client on first use, shared by its reservations.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        max_concurrency: int = 1,
+        max_queue: int = 32,
+        lease_seconds: float = 30.0,
+        key_prefix: str = "gate",
+        poll_interval: float = 0.05,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if max_queue < 0:
+            raise ValueError("max_queue must not be negative")
+        if lease_seconds <= 0 or poll_interval <= 0:
+            raise ValueError("lease_seconds and poll_interval must be positive")
+        self.redis_url = redis_url
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.lease_seconds = lease_seconds
+        self.key_prefix = key_prefix
+        self.poll_interval = poll_interval
+        self.lease_ms = max(1, int(lease_seconds * 1000))
+        # Idle keys go away; any live holder or waiter renews this far more often.
+        self.ttl_ms = max(self.lease_ms * 10, 60_000)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._conns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Conn] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._conns_lock = threading.Lock()
+
+    def _connection(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        with self._conns_lock:
+            conn = self._conns.get(loop)
+            if conn is None:
+                conn = self._conns[loop] = _Conn(self.redis_url)
+            return conn
+
+    def keys(self, host: str) -> list[str]:
+        base = f"{self.key_prefix}:{{{host}}}"
+        return [f"{base}:{name}" for name in ("holders", "queue", "waiting", "seq", "meta")]
+
+    def reserve(self, host: str) -> RedisReservation:
+        return RedisReservation(self, host)
+
+    async def stats(self, host: str) -> GateStats:
+        in_flight, queued = await self._connection().stats(
+            keys=self.keys(host), args=[self.max_concurrency, self.lease_ms]
+        )
+        return GateStats(
+            host=host,
+            in_flight=int(in_flight),
+            queued=int(queued),
+            max_concurrency=self.max_concurrency,
+            max_queue=self.max_queue,
+        )
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+class RedisReservation(Reservation):
+    def __init__(self, gate: RedisGate, host: str) -> None:
+        super().__init__(host)
+        self._gate = gate
+        self._keys = gate.keys(host)
+        self.token = uuid.uuid4().hex
+        self._conn: _Conn | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._start()
+        gate = self._gate
+        self._conn = gate._connection()
+        try:
+            result = await self._conn.enter(
+                keys=self._keys,
+                args=[self.token, gate.max_concurrency, gate.max_queue, gate.lease_ms, gate.ttl_ms],
+            )
+        except BaseException:
+            # The script may have run even though its answer never came: release by token.
+            await self._finish(held_ms=-1)
+            raise
+        position, in_flight = int(result[0]), int(result[1])
+        if position == -1:
+            self._conn = None
+            self._exited = True
+            avg_ms = int(result[2])
+            raise GateFull(
+                self.host,
+                retry_after_hint(avg_ms / 1000 if avg_ms >= 0 else None, gate.max_concurrency),
+            )
+        if position == 0:
+            self._set_held(in_flight)
+        else:
+            self._set_position(position)
+        self._task = asyncio.create_task(self._heartbeat(), name=f"gate heartbeat {self.host}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._exited:
+            return
+        held_ms = int(self._held_seconds() * 1000) if self.held else -1
+        self._exited = True
+        task, self._task = self._task, None
+        try:
+            if task is not None:
+                task.cancel()
+                # It ends at once; the bound only guards against a cancellation swallowed below.
+                await asyncio.wait({task}, timeout=5)
+        finally:
+            await self._finish(held_ms)
+
+    async def _finish(self, held_ms: int) -> None:
+        """Release the slot or leave the queue; runs to the end even if cancelled."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        task = asyncio.ensure_future(self._release(conn, held_ms))
+        self._gate._keep(task)
+        await asyncio.shield(task)
+
+    async def _release(self, conn: _Conn, held_ms: int) -> None:
+        gate = self._gate
+        try:
+            await conn.release(
+                keys=self._keys,
+                args=[self.token, gate.max_concurrency, gate.lease_ms, gate.ttl_ms, held_ms],
+            )
+        except RedisError as error:
+            logger.warning(
+                "gate: could not release %s on %s (%s); its lease will expire in %s s",
+                self.token,
+                self.host,
+                error,
+                gate.lease_seconds,
+            )
+
+    async def _heartbeat(self) -> None:
+        """Poll while waiting (which renews the waiter's lease), renew the lease while holding."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            await self._beat(conn)
+        except Exception as error:  # never leave a waiter waiting for a dead task
+            logger.exception("gate: heartbeat for %s crashed", self.host)
+            self._fail(error)
+
+    async def _beat(self, conn: _Conn) -> None:
+        gate = self._gate
+        renew_every = gate.lease_seconds / 3
+        last_ok = time.monotonic()
+        while not self._exited:
+            await asyncio.sleep(renew_every if self.held else gate.poll_interval)
+            try:
+                result = await conn.poll(
+                    keys=self._keys,
+                    args=[self.token, gate.max_concurrency, gate.lease_ms, gate.ttl_ms],
+                )
+            except RedisError as error:
+                if not self.held and time.monotonic() - last_ok > gate.lease_seconds:
+                    self._fail(error)
+                    return
+                logger.warning("gate: heartbeat for %s failed: %s", self.host, error)
+                continue
+            last_ok = time.monotonic()
+            position, in_flight = int(result[0]), int(result[1])
+            if position == 0:
+                self._set_held(in_flight)
+            elif position > 0:
+                self._set_position(position)
+            elif self.held:
+                self.lost = True
+                logger.warning(
+                    "gate: the lease of a held slot on %s expired before its release", self.host
+                )
+                return
+            else:
+                self._fail(GateLost(self.host))
+                return

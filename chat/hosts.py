@@ -1,0 +1,148 @@
+"""Which Ollama host serves a request, and the process-wide generation gate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from chat.gate import Gate, build_gate
+from chat.ollama import LocalModel, ModelNotFound, OllamaError, get_client
+from chat.ollama.client import OllamaClient
+
+TAGS_TTL_SECONDS = 5.0
+
+_gate: Gate | None = None
+_tags_cache: dict[str, tuple[float, list[LocalModel]]] = {}
+
+
+def get_gate() -> Gate:
+    global _gate
+    if _gate is None:
+        _gate = build_gate(
+            settings.REDIS_URL,
+            max_concurrency=settings.OLLAMA_MAX_CONCURRENCY,
+            max_queue=settings.OLLAMA_MAX_QUEUE,
+            lease_seconds=settings.OLLAMA_GATE_LEASE_SECONDS,
+        )
+    return _gate
+
+
+@receiver(setting_changed)
+def _reset(setting, **kwargs):
+    global _gate
+    if setting in {"REDIS_URL", "OLLAMA_MAX_CONCURRENCY", "OLLAMA_MAX_QUEUE", "OLLAMA_URLS"}:
+        _gate = None
+        _tags_cache.clear()
+
+
+def client_for(host: str) -> OllamaClient:
+    return get_client(
+        host,
+        connect_timeout=settings.OLLAMA_CONNECT_TIMEOUT,
+        read_timeout=settings.OLLAMA_READ_TIMEOUT,
+    )
+
+
+def hosts() -> list[str]:
+    return list(settings.OLLAMA_URLS)
+
+
+def normalize_model(name: str) -> str:
+    """Ollama reads a name without a tag as `:latest`."""
+    name = name.strip()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+@dataclass(frozen=True)
+class HostModels:
+    host: str
+    models: list[LocalModel]
+    error: OllamaError | None = None
+
+
+async def host_models(host: str, *, fresh: bool = False) -> HostModels:
+    cached = _tags_cache.get(host)
+    if cached and not fresh and time.monotonic() - cached[0] < TAGS_TTL_SECONDS:
+        return HostModels(host, cached[1])
+    try:
+        models = await client_for(host).tags()
+    except OllamaError as exc:
+        _tags_cache.pop(host, None)
+        return HostModels(host, [], exc)
+    _tags_cache[host] = (time.monotonic(), models)
+    return HostModels(host, models)
+
+
+def forget_models() -> None:
+    """Drop the cached model lists (after a pull or a delete)."""
+    _tags_cache.clear()
+
+
+async def running_by_host() -> dict[str, list[dict]]:
+    """Each host's loaded models as Ollama lists them; a host that is down lists none."""
+
+    async def one(host: str) -> tuple[str, list[dict]]:
+        try:
+            return host, [m.raw for m in await client_for(host).ps()]
+        except OllamaError:
+            return host, []
+
+    return dict(await asyncio.gather(*(one(h) for h in hosts())))
+
+
+async def all_models(*, fresh: bool = False) -> list[HostModels]:
+    return list(await asyncio.gather(*(host_models(h, fresh=fresh) for h in hosts())))
+
+
+async def default_model() -> str:
+    """OLLAMA_DEFAULT_MODEL, or else the first model the hosts list."""
+    if settings.OLLAMA_DEFAULT_MODEL:
+        return settings.OLLAMA_DEFAULT_MODEL
+    listing = await all_models()
+    for entry in listing:
+        if entry.models:
+            return entry.models[0].name
+    errors = [entry.error for entry in listing if entry.error is not None]
+    if errors:
+        raise errors[0]
+    raise ModelNotFound(
+        "no model is installed on the Ollama server; pull one first",
+        host=", ".join(hosts()),
+        status_code=404,
+        model="",
+    )
+
+
+async def pick_host(model: str) -> str:
+    """The least busy host that has `model`. Raises ModelNotFound or the hosts' error."""
+    wanted = normalize_model(model)
+    for fresh in (False, True):  # a model pulled seconds ago is not in a cached list yet
+        listing = await all_models(fresh=fresh)
+        candidates = [
+            entry.host
+            for entry in listing
+            if any(normalize_model(m.name) == wanted for m in entry.models)
+        ]
+        if candidates:
+            break
+    else:
+        errors = [entry.error for entry in listing if entry.error is not None]
+        if errors and len(errors) == len(listing):
+            raise errors[0]
+        raise ModelNotFound(
+            f'model "{model}" not found, try pulling it first',
+            host=", ".join(hosts()),
+            status_code=404,
+            model=model,
+        )
+    if len(candidates) == 1:
+        return candidates[0]
+    gate = get_gate()
+    stats = await asyncio.gather(*(gate.stats(host) for host in candidates))
+    load = {host: s.in_flight + s.queued for host, s in zip(candidates, stats, strict=True)}
+    return min(candidates, key=lambda host: (load[host], candidates.index(host)))

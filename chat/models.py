@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Conversation(models.Model):
+    class Source(models.TextChoices):
+        CHAT = "chat", "Chat (web, REST, WebSocket)"
+        OLLAMA = "ollama", "Ollama-compatible API"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=200, blank=True, help_text="Blank: the server default.")
+    system_prompt = models.TextField(blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Default generation options.")
+    context_exchanges = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Past exchanges sent with each message; blank: default."
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.CHAT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="chat_conv_owner_recent")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(context_exchanges__isnull=True) | Q(context_exchanges__lte=100),
+                name="chat_conv_context_exchanges_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=["chat", "ollama"]), name="chat_conv_source_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    model = models.CharField(max_length=200, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Ollama options sent.")
+    # What was attached, as it was then: the conversation stays readable after a delete.
+    attachments = models.JSONField(default=list, blank=True)
+    ollama_host = models.CharField(max_length=300, blank=True)
+
+    # Ollama's own figures (durations in nanoseconds), as it reported them.
+    done_reason = models.CharField(max_length=20, blank=True)
+    total_duration = models.BigIntegerField(null=True, blank=True)
+    load_duration = models.BigIntegerField(null=True, blank=True)
+    prompt_eval_count = models.IntegerField(null=True, blank=True)
+    prompt_eval_duration = models.BigIntegerField(null=True, blank=True)
+    eval_count = models.IntegerField(null=True, blank=True)
+    eval_duration = models.BigIntegerField(null=True, blank=True)
+    # Derived and measured by the gateway.
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    prompt_tokens_per_second = models.FloatField(null=True, blank=True)
+    time_to_first_token = models.FloatField(
+        null=True, blank=True, help_text="Seconds from the request to Ollama to the first token."
+    )
+    queue_wait = models.FloatField(
+        null=True, blank=True, help_text="Seconds spent waiting at the gate."
+    )
+    in_flight_at_start = models.PositiveIntegerField(null=True, blank=True)
+    resources = models.JSONField(
+        null=True, blank=True, help_text="GPU and RAM before and after, and the delta."
+    )
+
+    error_code = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="chat_msg_conv_created"),
+            models.Index(fields=["status", "updated_at"], name="chat_msg_status_updated"),
+            # The per-request figures of monitoring read replies by time.
+            models.Index(fields=["role", "created_at"], name="chat_msg_role_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(role__in=["user", "assistant"]), name="chat_msg_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=["streaming", "complete", "cancelled", "failed", "interrupted"]
+                ),
+                name="chat_msg_status_valid",
+            ),
+            # What a person typed is never "streaming" or "failed".
+            models.CheckConstraint(
+                condition=~Q(role="user") | Q(status="complete"),
+                name="chat_msg_user_complete",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="failed") | ~Q(error_code=""),
+                name="chat_msg_failed_has_code",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    (Q(eval_count__isnull=True) | Q(eval_count__gte=0))
+                    & (Q(prompt_eval_count__isnull=True) | Q(prompt_eval_count__gte=0))
+                    & (Q(queue_wait__isnull=True) | Q(queue_wait__gte=0))
+                    & (Q(time_to_first_token__isnull=True) | Q(time_to_first_token__gte=0))
+                ),
+                name="chat_msg_figures_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:50]}"
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.prompt_eval_count is None and self.eval_count is None:
+            return None
+        return (self.prompt_eval_count or 0) + (self.eval_count or 0)

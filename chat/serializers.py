@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from chat.models import Conversation, Message
+from chat.options import InvalidOptions, validate_options
+from chat.services import message_metrics
+
+
+class OptionsField(serializers.JSONField):
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        try:
+            return validate_options(value)
+        except InvalidOptions as exc:
+            raise serializers.ValidationError(exc.errors) from None
+
+
+class ChatInput(serializers.Serializer):
+    message = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    conversation = serializers.UUIDField(required=False, allow_null=True)
+    model = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    system = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, max_length=20_000
+    )
+    options = OptionsField(required=False)
+    attachments = serializers.ListField(
+        child=serializers.UUIDField(), required=False, max_length=10, help_text="Upload ids"
+    )
+
+    def validate_message(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The message is empty.")
+        limit = settings.CHAT_MAX_MESSAGE_CHARS
+        if len(value) > limit:
+            raise serializers.ValidationError(
+                f"The message has {len(value)} characters; the limit is {limit}."
+            )
+        return value
+
+
+class ConversationInput(serializers.ModelSerializer):
+    options = OptionsField(required=False)
+    context_exchanges = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=100
+    )
+
+    class Meta:
+        model = Conversation
+        fields = ["title", "model", "system_prompt", "options", "context_exchanges"]
+        extra_kwargs = {"system_prompt": {"trim_whitespace": False, "max_length": 20_000}}
+
+
+class ConversationOutput(serializers.ModelSerializer):
+    message_count = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "title",
+            "model",
+            "system_prompt",
+            "options",
+            "context_exchanges",
+            "source",
+            "created_at",
+            "updated_at",
+            "message_count",
+        ]
+        read_only_fields = fields
+
+
+class MessageOutput(serializers.ModelSerializer):
+    metrics = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "role",
+            "content",
+            "status",
+            "model",
+            "created_at",
+            "completed_at",
+            "error_code",
+            "error",
+            "attachments",
+            "metrics",
+        ]
+        read_only_fields = fields
+
+    def get_metrics(self, message: Message) -> dict | None:
+        if message.role != Message.Role.ASSISTANT or message.status == Message.Status.STREAMING:
+            return None
+        return message_metrics(message)
+
+
+class LoadModelInput(serializers.Serializer):
+    model = serializers.CharField(max_length=200)
+    keep_alive = serializers.CharField(required=False, max_length=20)
+
+
+class PullModelInput(serializers.Serializer):
+    model = serializers.CharField(max_length=200)
+    host = serializers.CharField(required=False, max_length=300)
+    stream = serializers.BooleanField(required=False, default=True)
+
+    def validate_host(self, value: str) -> str:
+        value = value.rstrip("/")
+        if value not in settings.OLLAMA_URLS:
+            raise serializers.ValidationError("Not one of the configured Ollama hosts.")
+        return value
+
+
+class ChatReplyOutput(serializers.Serializer):
+    """POST /api/chat/: the reply, Ollama's raw figures, derived figures and resources."""
+
+    response = serializers.CharField()
+    conversation = serializers.UUIDField()
+    message = serializers.IntegerField()
+    model = serializers.CharField()
+    done_reason = serializers.CharField(allow_null=True)
+    total_duration = serializers.IntegerField(allow_null=True, help_text="nanoseconds")
+    load_duration = serializers.IntegerField(allow_null=True, help_text="nanoseconds")
+    prompt_eval_count = serializers.IntegerField(allow_null=True)
+    prompt_eval_duration = serializers.IntegerField(allow_null=True, help_text="nanoseconds")
+    eval_count = serializers.IntegerField(allow_null=True)
+    eval_duration = serializers.IntegerField(allow_null=True, help_text="nanoseconds")
+    tokens_per_second = serializers.FloatField(allow_null=True)
+    prompt_tokens_per_second = serializers.FloatField(allow_null=True)
+    total_tokens = serializers.IntegerField(allow_null=True)
+    total_duration_seconds = serializers.FloatField(allow_null=True)
+    load_duration_seconds = serializers.FloatField(allow_null=True)
+    prompt_eval_duration_seconds = serializers.FloatField(allow_null=True)
+    eval_duration_seconds = serializers.FloatField(allow_null=True)
+    time_to_first_token_seconds = serializers.FloatField(allow_null=True)
+    queue_wait_seconds = serializers.FloatField(allow_null=True)
+    in_flight_at_start = serializers.IntegerField(allow_null=True)
+    gpu_usage_before = serializers.JSONField(allow_null=True)
+    gpu_usage_after = serializers.JSONField(allow_null=True)
+    ram_usage_before = serializers.JSONField(allow_null=True)
+    ram_usage_after = serializers.JSONField(allow_null=True)
+    resource_delta = serializers.JSONField(allow_null=True)
+
+
+class SimpleChatOutput(serializers.Serializer):
+    response = serializers.CharField()
+    conversation = serializers.UUIDField()
+
+
+class ErrorOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+class ModelOutput(serializers.Serializer):
+    name = serializers.CharField()
+    size = serializers.IntegerField(allow_null=True)
+    modified_at = serializers.CharField(allow_null=True)
+    digest = serializers.CharField(allow_null=True)
+    details = serializers.JSONField(allow_null=True)
+    hosts = serializers.ListField(child=serializers.CharField())
+    loaded = serializers.BooleanField()
+
+
+class ModelListOutput(serializers.Serializer):
+    models = ModelOutput(many=True)
+    unreachable = serializers.ListField(child=serializers.DictField())
+
+
+class RunningModelsOutput(serializers.Serializer):
+    models = serializers.ListField(child=serializers.DictField())
+
+
+class LoadModelOutput(serializers.Serializer):
+    model = serializers.CharField()
+    host = serializers.CharField()
+    done_reason = serializers.CharField(allow_null=True)
+    seconds = serializers.FloatField(help_text="Time the load took, measured by the gateway")

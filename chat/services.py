@@ -1,0 +1,557 @@
+"""State changes of the chat: conversations, and generate(), the one generation service.
+
+Every transport (REST, SSE, the Ollama-compatible proxy, the WebSocket consumer) validates its
+input, calls `prepare_*()` and renders the events of `generate()`; none talks to Ollama itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from django.conf import settings
+from django.utils import timezone
+
+from chat import hosts, limits
+from chat.attachments import load_attachments, with_attachments
+from chat.context import PastMessage, build_messages, title_from
+from chat.errors import ChatRequestError, retry_after_seconds
+from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started, Token
+from chat.gate import GateError, GateFull
+from chat.models import Conversation, Message
+from chat.ollama import OllamaError, Timings
+from chat.options import merge, to_ollama
+from monitoring.probes import asnapshot, resource_delta
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChatInput:
+    """A chat request as every transport hands it over, after its own validation."""
+
+    message: str
+    conversation_id: UUID | None = None
+    model: str | None = None
+    system: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # checked by chat.options
+    attachments: list[UUID] = field(default_factory=list)  # the user's upload ids
+
+
+@dataclass
+class GenerationPlan:
+    user_id: int
+    conversation: Conversation | None  # None: generate() creates it
+    new_conversation: dict[str, Any]
+    user_content: str
+    model: str
+    host: str
+    client_options: dict[str, Any]
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    endpoint: Literal["chat", "generate"] = "chat"
+    relay_every_chunk: bool = False  # also chunks without content (thinking, tool calls)
+    created_conversation: bool = False
+    ollama_messages: list[dict[str, Any]] = field(default_factory=list)
+    ollama_extra: dict[str, Any] = field(default_factory=dict)
+    ollama_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def conversation_id(self) -> str | None:
+        return str(self.conversation.pk) if self.conversation else None
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+async def get_own_conversation(user_id: int, conversation_id: UUID | str) -> Conversation:
+    conversation = await Conversation.objects.filter(owner_id=user_id, pk=conversation_id).afirst()
+    if conversation is None:
+        # Someone else's conversation is indistinguishable from one that does not exist.
+        raise ChatRequestError("not_found", "Conversation not found.", 404)
+    return conversation
+
+
+def create_conversation(*, owner, **fields: Any) -> Conversation:
+    conversation = Conversation(owner=owner, **fields)
+    conversation.full_clean()
+    conversation.save()
+    return conversation
+
+
+def update_conversation(conversation: Conversation, **fields: Any) -> Conversation:
+    for name, value in fields.items():
+        setattr(conversation, name, value)
+    conversation.full_clean()
+    conversation.save()
+    return conversation
+
+
+def clear_conversation(conversation: Conversation) -> int:
+    deleted, _ = conversation.messages.exclude(status=Message.Status.STREAMING).delete()
+    conversation.save(update_fields=["updated_at"])
+    return deleted
+
+
+def mark_stale_streaming_interrupted(older_than_seconds: int | None = None) -> int:
+    """Replies left `streaming` by a process that died are `interrupted`, keeping their text."""
+    limit = older_than_seconds or settings.CHAT_STALE_STREAMING_SECONDS
+    cutoff = timezone.now() - timedelta(seconds=limit)
+    return Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).update(
+        status=Message.Status.INTERRUPTED,
+        error_code="interrupted",
+        error="The generation stopped without finishing (the server restarted or crashed).",
+        completed_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
+    """Check everything that can be checked before a byte is streamed, and pick the host."""
+    text = data.message
+    if not text.strip():
+        raise ChatRequestError("empty_message", "The message is empty.", 400)
+    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatRequestError(
+            "message_too_long",
+            f"The message has {len(text)} characters; the limit is "
+            f"{settings.CHAT_MAX_MESSAGE_CHARS}.",
+            400,
+        )
+    await limits.check(user_id)
+    conversation = None
+    if data.conversation_id is not None:
+        conversation = await get_own_conversation(user_id, data.conversation_id)
+    model = data.model or (conversation.model if conversation else "") or await _default_model()
+    system = (
+        data.system
+        if data.system is not None
+        else (conversation.system_prompt if conversation else "")
+    )
+    client_options = merge(conversation.options if conversation else {}, data.options)
+    host = await _pick_host(model)
+    attached = await load_attachments(user_id, data.attachments)
+    if attached.images and not await _supports_vision(host, model):
+        raise ChatRequestError(
+            "model_lacks_vision",
+            f'The model "{model}" does not accept images; pick a vision model (e.g. llava).',
+            400,
+        )
+
+    history: list[PastMessage] = []
+    exchanges = settings.CHAT_CONTEXT_EXCHANGES
+    if conversation is not None:
+        if conversation.context_exchanges is not None:
+            exchanges = conversation.context_exchanges
+        history = await _recent_history(conversation, exchanges)
+    return GenerationPlan(
+        user_id=user_id,
+        conversation=conversation,
+        new_conversation={
+            "title": title_from(text),
+            "model": data.model or "",
+            "system_prompt": data.system or "",
+            "options": data.options,
+        },
+        user_content=text,
+        model=model,
+        host=host,
+        client_options=client_options,
+        attachments=attached.records,
+        ollama_options=to_ollama(client_options),
+        ollama_messages=build_messages(
+            system_prompt=system,
+            history=history,
+            exchanges=exchanges,
+            new_message=with_attachments(text, attached.texts),
+            images=attached.images,
+        ),
+    )
+
+
+async def prepare_ollama_request(
+    user_id: int, endpoint: Literal["chat", "generate"], body: dict[str, Any]
+) -> GenerationPlan:
+    """A request of the Ollama-compatible proxy: the client's own messages and options."""
+    await limits.check(user_id)
+    model = body["model"]
+    host = await _pick_host(model)
+    if endpoint == "chat":
+        messages = body.get("messages") or []
+        last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+        user_content = str(last_user.get("content", "")) if last_user else ""
+        extra_keys = ("format", "keep_alive", "think", "tools")
+    else:
+        messages = []
+        user_content = str(body.get("prompt") or "")
+        extra_keys = (
+            "system",
+            "images",
+            "format",
+            "keep_alive",
+            "think",
+            "context",
+            "raw",
+            "suffix",
+        )
+    return GenerationPlan(
+        user_id=user_id,
+        conversation=None,
+        new_conversation={
+            "title": title_from(user_content or model),
+            "model": model,
+            "source": Conversation.Source.OLLAMA,
+        },
+        user_content=user_content,
+        model=model,
+        host=host,
+        client_options={},
+        endpoint=endpoint,
+        relay_every_chunk=True,
+        ollama_messages=messages,
+        ollama_extra={key: body[key] for key in extra_keys if key in body},
+        ollama_options=dict(body.get("options") or {}),
+    )
+
+
+async def _supports_vision(host: str, model: str) -> bool:
+    try:
+        return (await hosts.client_for(host).show(model)).supports_vision
+    except OllamaError as exc:
+        raise ChatRequestError.from_ollama(exc) from None
+
+
+async def _default_model() -> str:
+    try:
+        return await hosts.default_model()
+    except OllamaError as exc:
+        raise ChatRequestError.from_ollama(exc) from None
+
+
+async def _pick_host(model: str) -> str:
+    try:
+        return await hosts.pick_host(model)
+    except OllamaError as exc:
+        raise ChatRequestError.from_ollama(exc) from None
+
+
+async def _recent_history(conversation: Conversation, exchanges: int) -> list[PastMessage]:
+    # Enough rows for N exchanges even with retries and failed replies in between.
+    limit = max(exchanges, 0) * 4 + 4
+    rows = [
+        PastMessage(m.role, m.content, m.status)
+        async for m in conversation.messages.order_by("-created_at", "-id").only(
+            "role", "content", "status"
+        )[:limit]
+    ]
+    rows.reverse()
+    return rows
+
+
+# --------------------------------------------------------------------------- generating
+
+
+class _Reply:
+    """The assistant message being written: throttled flushes, one final save."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.parts: list[str] = []
+        self.length = 0
+        self._flushed_length = 0
+        self._last_flush = time.monotonic()
+
+    @property
+    def content(self) -> str:
+        return "".join(self.parts)
+
+    def add(self, text: str) -> int:
+        offset = self.length
+        self.parts.append(text)
+        self.length += len(text)
+        return offset
+
+    async def maybe_flush(self) -> None:
+        now = time.monotonic()
+        if (
+            now - self._last_flush < settings.CHAT_FLUSH_INTERVAL
+            or self.length == self._flushed_length
+        ):
+            return
+        self._last_flush = now
+        self._flushed_length = self.length
+        await Message.objects.filter(pk=self.message.pk).aupdate(
+            content=self.content, updated_at=timezone.now()
+        )
+
+    async def finish(self, status: str, **fields: Any) -> None:
+        now = timezone.now()
+        await Message.objects.filter(pk=self.message.pk).aupdate(
+            content=self.content, status=status, completed_at=now, updated_at=now, **fields
+        )
+        await Conversation.objects.filter(pk=self.message.conversation_id).aupdate(updated_at=now)
+
+
+async def generate(plan: GenerationPlan) -> AsyncIterator[Event]:
+    """Run one generation: save, queue, stream, save. See DESIGN.md, "The core idea".
+
+    Cancelling the task that iterates, or closing this iterator, closes the upstream response
+    (Ollama stops) and saves the partial reply as `cancelled`; whoever cancelled reports it.
+    """
+    gate = hosts.get_gate()
+    try:
+        reservation = await gate.reserve(plan.host).__aenter__()
+    except GateFull as exc:
+        # Refused before anything was saved: the client can simply retry later. A conversation
+        # created just for this request (a WebSocket needs its id early) goes too.
+        if plan.created_conversation and not await plan.conversation.messages.aexists():
+            await plan.conversation.adelete()
+            plan.conversation = None
+        yield Failed(
+            "queue_full",
+            f"The server is busy: the queue for this model is full. Retry in "
+            f"{exc.retry_after_seconds} s.",
+            503,
+            retry_after=exc.retry_after_seconds,
+        )
+        return
+
+    reply: _Reply | None = None
+    try:
+        conversation, user_message = await _save_user_message(plan)
+        yield Accepted(str(conversation.pk), user_message.pk, plan.model)
+        async for position in reservation.positions():
+            yield Queued(position)
+
+        before = await asnapshot()
+        assistant = await Message.objects.acreate(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            model=plan.model,
+            options=plan.ollama_options,
+            ollama_host=plan.host,
+            queue_wait=reservation.queue_wait_seconds,
+            in_flight_at_start=reservation.in_flight_at_start,
+        )
+        reply = _Reply(assistant)
+        yield Started(
+            assistant.pk,
+            str(conversation.pk),
+            plan.model,
+            plan.host,
+            reservation.queue_wait_seconds,
+        )
+
+        sent_at = time.monotonic()
+        first_token_at: float | None = None
+        final = None
+        async with _open_stream(plan) as stream:
+            async for chunk in stream:
+                if chunk.content:
+                    if first_token_at is None:
+                        first_token_at = time.monotonic()
+                    offset = reply.add(chunk.content)
+                    yield Token(chunk.content, offset, chunk.raw)
+                    await reply.maybe_flush()
+                elif plan.relay_every_chunk and not chunk.done:
+                    # Thinking text and tool calls, for the Ollama-compatible proxy.
+                    yield Token("", reply.length, chunk.raw)
+                if chunk.done:
+                    final = chunk
+        after = await asnapshot()
+    except OllamaError as exc:
+        failure = (exc.code, str(exc), exc.http_status, retry_after_seconds(exc))
+    except GateError as exc:
+        failure = ("gate_lost", str(exc), 503, None)
+    except (asyncio.CancelledError, GeneratorExit):
+        if reply is not None:
+            await asyncio.shield(reply.finish(Message.Status.CANCELLED))
+        raise
+    else:
+        failure = None
+    finally:
+        # Released before the final save: the next request in the queue need not wait for it.
+        await asyncio.shield(reservation.__aexit__(None, None, None))
+
+    if failure is not None:
+        yield await _fail(plan, reply, *failure)
+        return
+
+    timings = final.timings if final is not None else None
+    ttft = (first_token_at - sent_at) if first_token_at is not None else None
+    resources = {
+        "gpu_usage_before": before.get("gpu"),
+        "gpu_usage_after": after.get("gpu"),
+        "ram_usage_before": before.get("ram"),
+        "ram_usage_after": after.get("ram"),
+        "resource_delta": resource_delta(before, after),
+    }
+    await reply.finish(
+        Message.Status.COMPLETE,
+        done_reason=(final.done_reason or "") if final else "",
+        **_timing_fields(timings),
+        time_to_first_token=ttft,
+        resources=resources,
+    )
+    metrics = build_metrics(
+        timings=timings,
+        done_reason=final.done_reason if final else None,
+        time_to_first_token=ttft,
+        queue_wait=reservation.queue_wait_seconds,
+        in_flight_at_start=reservation.in_flight_at_start,
+        model=plan.model,
+        resources=resources,
+    )
+    yield Done(reply.message.pk, reply.content, metrics, final.raw if final else {})
+
+
+def _open_stream(plan: GenerationPlan):
+    client = hosts.client_for(plan.host)
+    options = plan.ollama_options or None
+    if plan.endpoint == "generate":
+        return client.generate(plan.model, plan.user_content, options=options, **plan.ollama_extra)
+    return client.chat(plan.model, plan.ollama_messages, options=options, **plan.ollama_extra)
+
+
+async def ensure_conversation(plan: GenerationPlan) -> Conversation:
+    """Create the plan's new conversation now, for transports that need its id up front."""
+    if plan.conversation is None:
+        plan.conversation = await Conversation.objects.acreate(
+            owner_id=plan.user_id, **plan.new_conversation
+        )
+        plan.created_conversation = True
+    return plan.conversation
+
+
+async def _save_user_message(plan: GenerationPlan) -> tuple[Conversation, Message]:
+    conversation = await ensure_conversation(plan)
+    message = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.USER,
+        content=plan.user_content,
+        model=plan.model,
+        attachments=plan.attachments,
+    )
+    await Conversation.objects.filter(pk=conversation.pk).aupdate(updated_at=timezone.now())
+    return conversation, message
+
+
+async def _fail(
+    plan: GenerationPlan,
+    reply: _Reply | None,
+    code: str,
+    detail: str,
+    status: int,
+    retry_after: int | None,
+) -> Failed:
+    # The reply row records the failure (and any text already generated) so that the
+    # conversation shows what happened; nothing generated is dropped.
+    if reply is None and plan.conversation is not None:
+        message = await Message.objects.acreate(
+            conversation=plan.conversation,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            model=plan.model,
+            ollama_host=plan.host,
+        )
+        reply = _Reply(message)
+    if reply is not None:
+        await asyncio.shield(
+            reply.finish(Message.Status.FAILED, error_code=code, error=detail[:2000])
+        )
+    return Failed(
+        code,
+        detail,
+        status,
+        message_id=reply.message.pk if reply else None,
+        retry_after=retry_after,
+        content=reply.content if reply else "",
+    )
+
+
+def _timing_fields(timings: Timings | None) -> dict[str, Any]:
+    if timings is None:
+        return {}
+    return {
+        "total_duration": timings.total_duration,
+        "load_duration": timings.load_duration,
+        "prompt_eval_count": timings.prompt_eval_count,
+        "prompt_eval_duration": timings.prompt_eval_duration,
+        "eval_count": timings.eval_count,
+        "eval_duration": timings.eval_duration,
+        "tokens_per_second": timings.tokens_per_second,
+        "prompt_tokens_per_second": timings.prompt_tokens_per_second,
+    }
+
+
+def build_metrics(
+    *,
+    timings: Timings | None,
+    done_reason: str | None,
+    time_to_first_token: float | None,
+    queue_wait: float | None,
+    in_flight_at_start: int | None,
+    model: str,
+    resources: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The figures of a reply, as the REST reply, the SSE metrics event and chat.done carry."""
+    metrics: dict[str, Any] = (timings or Timings()).as_dict()
+    metrics.update(
+        model=model,
+        done_reason=done_reason,
+        time_to_first_token_seconds=time_to_first_token,
+        queue_wait_seconds=queue_wait,
+        in_flight_at_start=in_flight_at_start,
+    )
+    metrics.update(
+        resources
+        or {
+            "gpu_usage_before": None,
+            "gpu_usage_after": None,
+            "ram_usage_before": None,
+            "ram_usage_after": None,
+            "resource_delta": None,
+        }
+    )
+    return metrics
+
+
+def message_metrics(message: Message) -> dict[str, Any]:
+    """build_metrics() for a saved reply."""
+    timings = Timings(
+        total_duration=message.total_duration,
+        load_duration=message.load_duration,
+        prompt_eval_count=message.prompt_eval_count,
+        prompt_eval_duration=message.prompt_eval_duration,
+        eval_count=message.eval_count,
+        eval_duration=message.eval_duration,
+    )
+    return build_metrics(
+        timings=timings,
+        done_reason=message.done_reason or None,
+        time_to_first_token=message.time_to_first_token,
+        queue_wait=message.queue_wait,
+        in_flight_at_start=message.in_flight_at_start,
+        model=message.model,
+        resources=message.resources,
+    )
+
+
+async def collect(events: AsyncIterator[Event]) -> list[Event]:
+    return [event async for event in events]
+
+
+def final_event(events: Sequence[Event]) -> Event | None:
+    for event in reversed(events):
+        if isinstance(event, Done | Failed | Cancelled):
+            return event
+    return None

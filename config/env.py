@@ -1,0 +1,100 @@
+"""Strict parsing of environment variables.
+
+A typo in a deployment's environment must stop the process at start-up with a message
+naming the variable, never fall back silently to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class Env:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def required(self, name: str, why: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise ImproperlyConfigured(f"{name} must be set: {why}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use true or false)")
+
+    def int(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+        return self._bounded(name, number, minimum, maximum)
+
+    def float(
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ImproperlyConfigured(f"{name}={value!r} is not a finite number")
+        return self._bounded(name, number, minimum, maximum)
+
+    def list(self, name: str, default: list[str] | None = None) -> list[str]:
+        value = self.raw(name)
+        if value is None:
+            return list(default or [])
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value not in choices:
+            raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    @staticmethod
+    def _bounded(name, number, minimum, maximum):
+        if minimum is not None and number < minimum:
+            raise ImproperlyConfigured(f"{name}={number} is below the minimum {minimum}")
+        if maximum is not None and number > maximum:
+            raise ImproperlyConfigured(f"{name}={number} is above the maximum {maximum}")
+        return number

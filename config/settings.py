@@ -1,0 +1,413 @@
+"""The one settings module, configured by environment variables (see README, "Configuration").
+
+With no environment at all the project runs in its embedded development mode: SQLite under
+var/, Channels' in-memory layer, a Celery broker on the filesystem, DEBUG on. Production mode
+(DJANGO_ENV=production) refuses to start without a real SECRET_KEY and ALLOWED_HOSTS.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import Env
+
+env = Env()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env.str("VAR_DIR", str(BASE_DIR / "var")))
+
+DJANGO_ENV = env.choice("DJANGO_ENV", "development", ("development", "production"))
+PRODUCTION = DJANGO_ENV == "production"
+
+
+def _development_secret_key() -> str:
+    # Persisted so that sessions and JWTs survive a restart of the development server.
+    path = VAR_DIR / "dev_secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(64))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+if PRODUCTION:
+    SECRET_KEY = env.required("SECRET_KEY", "production needs a long random secret")
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure"):
+        raise ImproperlyConfigured(
+            "SECRET_KEY is too weak: use at least 50 random characters "
+            '(python -c "import secrets; print(secrets.token_urlsafe(64))")'
+        )
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production (comma-separated)")
+    DEBUG = env.bool("DEBUG", False)
+    if DEBUG:
+        raise ImproperlyConfigured("DEBUG must not be on in production")
+else:
+    SECRET_KEY = env.str("SECRET_KEY") or _development_secret_key()
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+    DEBUG = env.bool("DEBUG", True)
+
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "accounts",
+    "chat",
+    "monitoring",
+    "uploads",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.site",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+
+DATABASE_URL = env.str("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        _database = dj_database_url.parse(
+            DATABASE_URL,
+            # Persistent connections are unsafe under ASGI (Django's docs): default 0.
+            conn_max_age=env.int("DB_CONN_MAX_AGE", 0, minimum=0),
+            conn_health_checks=True,
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    _database["OPTIONS"] = {
+        # Web, worker and beat share the file: WAL and immediate transactions avoid
+        # "database is locked" under concurrent writers.
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not memory, so that the Daphne and Celery processes of integration tests see
+    # the test database too (they are handed its name); one per test run.
+    _database["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, cache, Celery broker, the generation gate ------------------------
+
+REDIS_URL = env.str("REDIS_URL")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery ---------------------------------------------------------------------------------
+
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+else:
+    # kombu's filesystem transport: a broker that needs no server, for the embedded mode.
+    _celery_dir = VAR_DIR / "celery"
+    (_celery_dir / "queue").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_celery_dir / "queue"),
+        "data_folder_out": str(_celery_dir / "queue"),
+        "store_processed": False,
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", 300, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 10)
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_TIMEZONE = "UTC"
+
+# --- Auth -----------------------------------------------------------------------------------
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+REGISTRATION_ENABLED = env.bool("REGISTRATION_ENABLED", False)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Per IP and per account, on the token endpoint and the login page.
+LOGIN_RATE_PER_IP = env.str("LOGIN_RATE_PER_IP", "30/min")
+LOGIN_RATE_PER_ACCOUNT = env.str("LOGIN_RATE_PER_ACCOUNT", "10/min")
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", 15, minimum=1)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.float("JWT_REFRESH_DAYS", 1, minimum=0.01)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+    "SIGNING_KEY": env.str("JWT_SIGNING_KEY") or SECRET_KEY,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {
+        "login_ip": LOGIN_RATE_PER_IP,
+        "login_account": LOGIN_RATE_PER_ACCOUNT,
+    },
+    "NUM_PROXIES": env.int("NUM_PROXIES", 0, minimum=0),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Ollama Gateway API",
+    "DESCRIPTION": "Accounts, chat, uploads and monitoring in front of Ollama.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and ReDoc served from our own static files: no CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS")
+CORS_URLS_REGEX = r"^/(api|ollama)/.*$"
+
+# --- Static and media -----------------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", str(VAR_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+# --- Security -------------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", True)
+    if env.bool("TRUST_X_FORWARDED_PROTO", False):
+        # Only behind a proxy that sets the header itself and strips it from clients.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+
+# --- Ollama and chat ------------------------------------------------------------------------
+
+OLLAMA_URLS = env.list("OLLAMA_URLS") or [env.str("OLLAMA_URL", "http://127.0.0.1:11434")]
+for _url in OLLAMA_URLS:
+    if not _url.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"Ollama URL {_url!r} must start with http:// or https://")
+OLLAMA_URLS = [_url.rstrip("/") for _url in OLLAMA_URLS]
+# Unset: the first model the Ollama hosts list (their most recently pulled one).
+OLLAMA_DEFAULT_MODEL = env.str("OLLAMA_DEFAULT_MODEL", "")
+OLLAMA_CONNECT_TIMEOUT = env.float("OLLAMA_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+OLLAMA_READ_TIMEOUT = env.float("OLLAMA_READ_TIMEOUT", 300.0, minimum=1.0)
+# The gate: generations in flight per Ollama host, and how many may wait behind them.
+OLLAMA_MAX_CONCURRENCY = env.int("OLLAMA_MAX_CONCURRENCY", 1, minimum=1)
+OLLAMA_MAX_QUEUE = env.int("OLLAMA_MAX_QUEUE", 32, minimum=0)
+OLLAMA_GATE_LEASE_SECONDS = env.float("OLLAMA_GATE_LEASE_SECONDS", 30.0, minimum=1.0)
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1)
+CHAT_CONTEXT_EXCHANGES = env.int("CHAT_CONTEXT_EXCHANGES", 5, minimum=0)
+CHAT_FLUSH_INTERVAL = env.float("CHAT_FLUSH_INTERVAL", 0.5, minimum=0.05)
+CHAT_STALE_STREAMING_SECONDS = env.int("CHAT_STALE_STREAMING_SECONDS", 900, minimum=60)
+# Per user, on every transport (0: no limit).
+CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", 30, minimum=0)
+CHAT_MAX_GENERATIONS_PER_USER = env.int("CHAT_MAX_GENERATIONS_PER_USER", 3, minimum=0)
+CELERY_BEAT_SCHEDULE["chat-mark-interrupted"] = {
+    "task": "chat.mark_interrupted",
+    "schedule": 60.0,
+    "options": {"expires": 55},
+}
+
+# --- Uploads --------------------------------------------------------------------------------
+
+# Files are stored under MEDIA_ROOT/uploads/ and only ever served by the download view.
+# The largest accepted file, enforced while the request body streams in.
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
+# The total size of one user's files.
+UPLOAD_QUOTA_BYTES = env.int("UPLOAD_QUOTA_BYTES", 500 * 1024 * 1024, minimum=1)
+# Uploads per user, in DRF's rate syntax ("30/min", "100/hour").
+UPLOAD_RATE = env.str("UPLOAD_RATE", "30/min")
+_rate_count, _, _rate_period = UPLOAD_RATE.partition("/")
+if not (
+    _rate_count.isdigit()
+    and int(_rate_count) > 0
+    and _rate_period in {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+):
+    raise ImproperlyConfigured(
+        f"UPLOAD_RATE={UPLOAD_RATE!r} must look like 30/min (a count per s, min, hour or day)"
+    )
+# Characters of an attached document's text put into a chat's context.
+ATTACHMENT_MAX_CHARS = env.int("ATTACHMENT_MAX_CHARS", 20_000, minimum=1)
+# Uploads inside a static folder would be served by WhiteNoise, bypassing owner checks and the
+# download view's headers.
+for _static_dir in [STATIC_ROOT, *STATICFILES_DIRS]:
+    if MEDIA_ROOT.resolve().is_relative_to(Path(_static_dir).resolve()):
+        raise ImproperlyConfigured(
+            f"MEDIA_ROOT ({MEDIA_ROOT}) must not be inside the static folder {_static_dir}"
+        )
+
+# --- Monitoring -----------------------------------------------------------------------------
+
+import socket as _socket  # noqa: E402  (only this section needs it)
+
+# Seconds between telemetry samples (GPU, RAM, CPU, Ollama's loaded models).
+TELEMETRY_INTERVAL = env.float("TELEMETRY_INTERVAL", 5.0, minimum=1.0, maximum=3600.0)
+TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", 7, minimum=1)
+# The name this machine's samples are tagged with: several GPU machines report into one database.
+TELEMETRY_HOST = env.str("TELEMETRY_HOST") or _socket.gethostname() or "localhost"
+# Empty (one machine): beat sends sampling to the default queue. Set to the machines' names
+# (comma-separated): beat sends one sampling task per machine to the queue telemetry.<host>,
+# consumed by that machine's own worker (`celery -A config worker -Q telemetry.<host>`).
+TELEMETRY_HOSTS = env.list("TELEMETRY_HOSTS")
+# The Ollama servers whose loaded models this machine reports (with several machines, each
+# should name its own local Ollama so that no server is reported twice).
+TELEMETRY_OLLAMA_URLS = [
+    _url.rstrip("/") for _url in env.list("TELEMETRY_OLLAMA_URLS")
+] or OLLAMA_URLS
+for _name in [TELEMETRY_HOST, *TELEMETRY_HOSTS]:
+    # The name becomes part of a queue name and a filter value.
+    if len(_name) > 255 or not all(_c.isalnum() or _c in "._-" for _c in _name):
+        raise ImproperlyConfigured(
+            f"telemetry host name {_name!r} may only contain letters, digits, '.', '_' and '-'"
+        )
+for _url in TELEMETRY_OLLAMA_URLS:
+    if not _url.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"TELEMETRY_OLLAMA_URLS: {_url!r} must start with http(s)://")
+
+# A sample not taken within one interval is worthless: expire it rather than let a stopped
+# worker come back to a backlog of stale sampling tasks.
+for _host in TELEMETRY_HOSTS or [None]:
+    CELERY_BEAT_SCHEDULE[
+        f"monitoring.sample_telemetry.{_host}" if _host else "monitoring.sample_telemetry"
+    ] = {
+        "task": "monitoring.tasks.sample_telemetry",
+        "schedule": TELEMETRY_INTERVAL,
+        "kwargs": {"host": _host} if _host else {},
+        "options": {"expires": TELEMETRY_INTERVAL}
+        | ({"queue": f"telemetry.{_host}"} if _host else {}),
+    }
+CELERY_BEAT_SCHEDULE["monitoring.prune_telemetry"] = {
+    "task": "monitoring.tasks.prune_telemetry",
+    "schedule": 3600.0,
+    "options": {"expires": 3600.0},
+}
+
+# --- Internationalisation -------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging --------------------------------------------------------------------------------
+
+LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # One line per request to Ollama is noise at INFO.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,435 @@
+"""/ws/chat/ through the project's ASGI application, with Channels' WebsocketCommunicator."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from rest_framework_simplejwt.tokens import AccessToken
+
+from chat import consumers
+from chat.models import Conversation, Message
+from config.asgi import application
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+TERMINAL = {"chat.done", "chat.error", "chat.cancelled"}
+
+
+@pytest.fixture
+async def alice(ollama):
+    from accounts.models import User
+
+    return await sync_to_async(User.objects.create_user)("alice@example.com", "pw-1234567890")
+
+
+@pytest.fixture
+async def bob(ollama):
+    from accounts.models import User
+
+    return await sync_to_async(User.objects.create_user)("bob@example.com", "pw-1234567890")
+
+
+def token_for(user, lifetime=None) -> str:
+    token = AccessToken.for_user(user)
+    if lifetime is not None:
+        token.set_exp(lifetime=lifetime)
+    return str(token)
+
+
+async def connect(user=None, *, headers=None, token=None):
+    headers = list(headers or [])
+    if user is not None:
+        headers.append((b"authorization", f"Bearer {token or token_for(user)}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, code = await communicator.connect(timeout=5)
+    assert connected, code
+    return communicator
+
+
+async def frames_until_end(communicator, timeout=10) -> list[dict]:
+    frames = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] in TERMINAL:
+            return frames
+
+
+def text_of(frames) -> str:
+    text = ""
+    for frame in frames:
+        if frame["type"] == "chat.token":
+            assert frame["offset"] == len(text), "no character lost or doubled"
+            text += frame["content"]
+    return text
+
+
+async def test_send_streams_the_reply(alice, ollama):
+    ollama.script(tokens=["Hel", "lo", " the", "re"], token_delay=0.05)
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "Hi"})
+    frames = await frames_until_end(communicator)
+    kinds = [f["type"] for f in frames]
+    assert kinds[:2] == ["chat.accepted", "chat.started"]
+    assert kinds[-1] == "chat.done"
+    assert text_of(frames) == "Hello there"
+    done = frames[-1]
+    assert done["metrics"]["eval_count"] == 4
+    assert done["metrics"]["tokens_per_second"] > 0
+    reply = await Message.objects.aget(pk=done["message"])
+    assert (reply.status, reply.content) == ("complete", "Hello there")
+    await communicator.disconnect()
+
+
+async def test_fast_tokens_are_coalesced_into_fewer_frames(alice, ollama):
+    ollama.script(tokens=["x"] * 300)
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "go"})
+    frames = await frames_until_end(communicator)
+    tokens = [f for f in frames if f["type"] == "chat.token"]
+    assert text_of(frames) == "x" * 300
+    assert len(tokens) < 300
+    await communicator.disconnect()
+
+
+async def test_first_frame_auth(alice, ollama):
+    communicator = await connect()
+    await communicator.send_json_to({"type": "chat.send", "message": "Hi"})
+    refused = await communicator.receive_json_from()
+    assert refused["code"] == "auth_required"
+    await communicator.send_json_to({"type": "auth", "token": token_for(alice)})
+    assert (await communicator.receive_json_from())["type"] == "auth.ok"
+    await communicator.send_json_to({"type": "ping"})
+    assert (await communicator.receive_json_from()) == {"type": "pong"}
+    await communicator.disconnect()
+
+
+async def test_bad_first_frame_token_closes_4401(ollama):
+    communicator = await connect()
+    await communicator.send_json_to({"type": "auth", "token": "not.a.token"})
+    assert (await communicator.receive_output(timeout=5))["code"] == 4401
+
+
+async def test_no_auth_in_time_closes_4408(ollama, monkeypatch):
+    monkeypatch.setattr(consumers, "AUTH_TIMEOUT_SECONDS", 0.2)
+    communicator = await connect()
+    assert (await communicator.receive_output(timeout=5))["code"] == 4408
+
+
+async def closed_at_once(headers) -> int:
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected  # accepted, then closed with a code a browser can read
+    output = await communicator.receive_output(timeout=5)
+    assert output["type"] == "websocket.close"
+    return output["code"]
+
+
+async def test_invalid_and_expired_bearer_headers_are_refused(alice):
+    for header in (b"Bearer nope", f"Bearer {token_for(alice, -timedelta(seconds=5))}".encode()):
+        assert await closed_at_once([(b"authorization", header)]) == 4401
+
+
+async def test_token_expiry_closes_an_open_socket(alice):
+    communicator = await connect(alice, token=token_for(alice, timedelta(seconds=1)))
+    frame = await communicator.receive_json_from(timeout=5)
+    assert frame["code"] == "token_expired"
+    assert (await communicator.receive_output(timeout=5))["code"] == 4401
+
+
+async def test_session_cookie_auth(alice, ollama):
+    from django.test import Client
+
+    client = Client()
+    await sync_to_async(client.force_login)(alice)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = await connect(headers=[(b"cookie", cookie)])
+    await communicator.send_json_to({"type": "ping"})
+    assert (await communicator.receive_json_from())["type"] == "pong"
+    await communicator.disconnect()
+
+
+async def test_foreign_origin_is_refused(alice):
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/chat/",
+        headers=[
+            (b"origin", b"https://evil.example"),
+            (b"authorization", f"Bearer {token_for(alice)}".encode()),
+        ],
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    assert not connected
+    allowed = WebsocketCommunicator(
+        application,
+        "/ws/chat/",
+        headers=[
+            (b"origin", b"http://localhost:8000"),
+            (b"authorization", f"Bearer {token_for(alice)}".encode()),
+        ],
+    )
+    assert (await allowed.connect(timeout=5))[0]
+    await allowed.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "invalid_frame"),
+        ([1, 2], "invalid_frame"),
+        ({"kind": "chat.send"}, "invalid_frame"),
+        ({"type": "chat.explode"}, "unknown_type"),
+        ({"type": "chat.send"}, "invalid_frame"),
+        ({"type": "chat.send", "message": "   "}, "empty_message"),
+        ({"type": "chat.send", "message": "x", "options": {"temperature": 9}}, "invalid_options"),
+        ({"type": "chat.send", "message": "x", "model": "nope:1b"}, "model_not_found"),
+        ({"type": "chat.send", "message": "x", "conversation": "zzz"}, "invalid_frame"),
+        ({"type": "chat.stop"}, "invalid_frame"),
+        ({"type": "chat.resume", "conversation": None}, "invalid_frame"),
+    ],
+)
+async def test_bad_frames_get_a_precise_error_and_the_socket_stays_open(alice, frame, code):
+    communicator = await connect(alice)
+    if isinstance(frame, str):
+        await communicator.send_to(text_data=frame)
+    else:
+        await communicator.send_json_to(frame)
+    error = await communicator.receive_json_from()
+    assert error["type"] == "chat.error"
+    assert error["code"] == code
+    await communicator.send_json_to({"type": "ping"})
+    assert (await communicator.receive_json_from())["type"] == "pong"
+    await communicator.disconnect()
+
+
+async def test_oversized_message(alice, settings):
+    settings.CHAT_MAX_MESSAGE_CHARS = 20
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "x" * 21})
+    assert (await communicator.receive_json_from())["code"] == "message_too_long"
+    await communicator.disconnect()
+
+
+async def test_someone_elses_conversation(alice, bob):
+    theirs = await Conversation.objects.acreate(owner=bob)
+    communicator = await connect(alice)
+    for frame in (
+        {"type": "chat.send", "message": "x", "conversation": str(theirs.pk)},
+        {"type": "chat.stop", "conversation": str(theirs.pk)},
+        {"type": "chat.resume", "conversation": str(theirs.pk), "message": 1, "offset": 0},
+        {"type": "chat.subscribe", "conversation": str(theirs.pk)},
+    ):
+        await communicator.send_json_to(frame)
+        assert (await communicator.receive_json_from())["code"] == "not_found"
+    assert not await theirs.messages.aexists()
+    await communicator.disconnect()
+
+
+async def test_stop_cancels_upstream_and_keeps_the_partial_reply(alice, ollama):
+    ollama.script(tokens=[f"w{i} " for i in range(100)], token_delay=0.03)
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "long"})
+    frames = []
+    while sum(len(f.get("content", "")) for f in frames) < 12:
+        frames.append(await communicator.receive_json_from(timeout=5))
+    conversation = frames[0]["conversation"]
+    await communicator.send_json_to({"type": "chat.stop", "conversation": conversation})
+    frames += await frames_until_end(communicator)
+    assert frames[-1]["type"] == "chat.cancelled"
+    await ollama.await_until(lambda: ollama.last_generation.finished, timeout=5)
+    assert ollama.last_generation.client_disconnected
+    assert ollama.last_generation.tokens_sent < 100
+    reply = await Message.objects.aget(pk=frames[-1]["message"])
+    assert reply.status == "cancelled"
+    assert reply.content.startswith(text_of(frames))
+    await communicator.disconnect()
+
+
+async def test_closing_the_socket_does_not_stop_the_generation(alice, ollama):
+    ollama.script(tokens=["a"] * 20, token_delay=0.02)
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "go"})
+    started = None
+    while started is None:
+        frame = await communicator.receive_json_from(timeout=5)
+        if frame["type"] == "chat.started":
+            started = frame
+    await communicator.disconnect()
+    for _ in range(200):
+        reply = await Message.objects.aget(pk=started["message"])
+        if reply.status != "streaming":
+            break
+        await asyncio.sleep(0.05)
+    assert (reply.status, reply.content) == ("complete", "a" * 20)
+    assert not ollama.last_generation.client_disconnected
+
+
+async def test_resume_after_reconnect_loses_and_doubles_nothing(alice, ollama):
+    reply_tokens = [f"{i:03d}|" for i in range(60)]
+    ollama.script(tokens=reply_tokens, token_delay=0.02)
+    first = await connect(alice)
+    await first.send_json_to({"type": "chat.send", "message": "count"})
+    frames = []
+    while len(text_of(frames)) < 40:
+        frames.append(await first.receive_json_from(timeout=5))
+    started = next(f for f in frames if f["type"] == "chat.started")
+    have = text_of(frames)
+    await first.disconnect()
+    await asyncio.sleep(0.2)  # tokens go on being generated while no one listens
+
+    second = await connect(alice)
+    await second.send_json_to(
+        {
+            "type": "chat.resume",
+            "conversation": started["conversation"],
+            "message": started["message"],
+            "offset": len(have),
+        }
+    )
+    rest = await frames_until_end(second)
+    resumed = ""
+    offset = len(have)
+    for frame in rest:
+        if frame["type"] == "chat.token":
+            assert frame["offset"] == offset
+            resumed += frame["content"]
+            offset += len(frame["content"])
+    assert rest[-1]["type"] == "chat.done"
+    assert have + resumed == "".join(reply_tokens)
+    await second.disconnect()
+
+
+async def test_resume_of_a_finished_reply(alice, ollama):
+    ollama.script(reply="all done here")
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "x"})
+    frames = await frames_until_end(communicator)
+    await communicator.send_json_to(
+        {
+            "type": "chat.resume",
+            "conversation": frames[0]["conversation"],
+            "message": frames[-1]["message"],
+            "offset": 4,
+        }
+    )
+    token = await communicator.receive_json_from()
+    assert (token["offset"], token["content"]) == (4, "done here")
+    assert (await communicator.receive_json_from())["type"] == "chat.done"
+    await communicator.disconnect()
+
+
+async def test_two_tabs_see_the_same_stream(alice, ollama):
+    ollama.script(tokens=["one ", "two ", "three"], token_delay=0.05)
+    conversation = await Conversation.objects.acreate(owner=alice)
+    tab1, tab2 = await connect(alice), await connect(alice)
+    await tab2.send_json_to({"type": "chat.subscribe", "conversation": str(conversation.pk)})
+    await tab2.send_json_to({"type": "ping"})
+    assert (await tab2.receive_json_from())["type"] == "pong"
+    await tab1.send_json_to(
+        {"type": "chat.send", "message": "x", "conversation": str(conversation.pk)}
+    )
+    frames1, frames2 = await asyncio.gather(frames_until_end(tab1), frames_until_end(tab2))
+    assert text_of(frames1) == text_of(frames2) == "one two three"
+    await tab1.disconnect()
+    await tab2.disconnect()
+
+
+async def test_rate_limit_per_user(alice, ollama, settings):
+    settings.CHAT_MESSAGES_PER_MINUTE = 1
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "1"})
+    await frames_until_end(communicator)
+    await communicator.send_json_to({"type": "chat.send", "message": "2"})
+    error = await communicator.receive_json_from()
+    assert error["code"] == "rate_limited"
+    assert error["retry_after"] >= 1
+    await communicator.disconnect()
+
+
+async def test_concurrent_generations_per_user(alice, ollama, settings):
+    settings.CHAT_MAX_GENERATIONS_PER_USER = 1
+    ollama.configure(num_parallel=4)
+    ollama.script(tokens=["a"] * 50, token_delay=0.02)
+    settings.OLLAMA_MAX_CONCURRENCY = 4
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "1"})
+    while (await communicator.receive_json_from(timeout=5))["type"] != "chat.started":
+        pass
+    await communicator.send_json_to({"type": "chat.send", "message": "2"})
+    while True:
+        frame = await communicator.receive_json_from(timeout=5)
+        if frame["type"] == "chat.error":
+            break
+    assert frame["code"] == "too_many_generations"
+    await frames_until_end(communicator)
+    await communicator.disconnect()
+
+
+async def test_ollama_down_is_a_clear_error(alice, settings):
+    from tests.support.live import free_port
+
+    settings.OLLAMA_URLS = [f"http://127.0.0.1:{free_port()}"]
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "x"})
+    error = await communicator.receive_json_from()
+    assert error["code"] == "ollama_unreachable"
+    assert "127.0.0.1" in error["detail"]
+    await communicator.disconnect()
+
+
+async def test_send_with_an_attachment(alice, ollama, settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from uploads.services import store_upload
+
+    settings.MEDIA_ROOT = tmp_path
+    stored = await sync_to_async(store_upload)(
+        owner=alice, file=SimpleUploadedFile("facts.txt", b"The sky is green here.")
+    )
+    communicator = await connect(alice)
+    await communicator.send_json_to(
+        {"type": "chat.send", "message": "Colour?", "attachments": [str(stored.pk)]}
+    )
+    frames = await frames_until_end(communicator)
+    assert frames[-1]["type"] == "chat.done"
+    sent = ollama.last_request("/api/chat").json["messages"][-1]["content"]
+    assert "The sky is green here." in sent
+    await communicator.send_json_to(
+        {"type": "chat.send", "message": "x", "attachments": ["not-an-id"]}
+    )
+    assert (await communicator.receive_json_from())["code"] == "invalid_frame"
+    await communicator.disconnect()
+
+
+async def test_an_expired_session_is_closed_at_once(ollama):
+    assert await closed_at_once([(b"cookie", b"sessionid=expired-or-forged")]) == 4401
+
+
+async def test_a_refused_send_names_its_conversation(alice, settings):
+    settings.CHAT_MAX_MESSAGE_CHARS = 5
+    conversation = await Conversation.objects.acreate(owner=alice)
+    communicator = await connect(alice)
+    await communicator.send_json_to(
+        {"type": "chat.send", "message": "too long", "conversation": str(conversation.pk)}
+    )
+    error = await communicator.receive_json_from()
+    assert error["code"] == "message_too_long"
+    assert error["conversation"] == str(conversation.pk)
+    await communicator.disconnect()
+
+
+async def test_a_full_queue_leaves_no_empty_conversation(alice, ollama, settings):
+    from chat import hosts
+
+    settings.OLLAMA_MAX_QUEUE = 0
+    gate = hosts.get_gate()
+    async with gate.reserve(ollama.url) as held:
+        await held.acquired()
+        communicator = await connect(alice)
+        await communicator.send_json_to({"type": "chat.send", "message": "x"})
+        error = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()
+    assert error["code"] == "queue_full"
+    assert not await Conversation.objects.filter(owner=alice).aexists()

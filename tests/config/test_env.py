@@ -1,0 +1,44 @@
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import Env
+
+
+def test_booleans_are_strict():
+    env = Env({"A": "true", "B": "Off", "C": "maybe", "D": " "})
+    assert env.bool("A", False) is True
+    assert env.bool("B", True) is False
+    assert env.bool("D", True) is True
+    with pytest.raises(ImproperlyConfigured, match="C='maybe' is not a boolean"):
+        env.bool("C", False)
+
+
+def test_integers_are_strict_and_bounded():
+    env = Env({"N": "12", "BAD": "12x", "LOW": "0"})
+    assert env.int("N", 1) == 12
+    assert env.int("MISSING", 7) == 7
+    with pytest.raises(ImproperlyConfigured, match="not an integer"):
+        env.int("BAD", 1)
+    with pytest.raises(ImproperlyConfigured, match="below the minimum 1"):
+        env.int("LOW", 5, minimum=1)
+
+
+def test_floats_refuse_nan_and_infinity():
+    env = Env({"X": "nan", "Y": "inf", "Z": "0.5"})
+    assert env.float("Z", 1.0) == 0.5
+    for name in ("X", "Y"):
+        with pytest.raises(ImproperlyConfigured, match="finite"):
+            env.float(name, 1.0)
+
+
+def test_lists_and_choices():
+    env = Env({"HOSTS": "a.example, b.example,,", "MODE": "prod"})
+    assert env.list("HOSTS") == ["a.example", "b.example"]
+    assert env.list("NONE", ["x"]) == ["x"]
+    with pytest.raises(ImproperlyConfigured, match="must be one of"):
+        env.choice("MODE", "development", ("development", "production"))
+
+
+def test_required_names_the_variable():
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY must be set"):
+        Env({}).required("SECRET_KEY", "why")

@@ -1,0 +1,178 @@
+"""The telemetry tasks run by a real ``celery -A config worker`` against the real Redis.
+
+The worker is a separate process with REDIS_URL on a Redis database of its own (broker and
+channel layer), the test database (a file on SQLite -- config/settings.py gives the SQLite test
+database a file name for exactly this -- or the PostgreSQL test database) and the real pynvml,
+which on a machine without an NVIDIA driver must yield "unavailable", not a failed sample.
+The test sends the tasks over Redis, listens on the ``monitoring`` group through a Redis
+channel layer of its own, and checks the rows the worker wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from channels_redis.core import RedisChannelLayer
+from django.utils import timezone
+
+from config.celery import app as celery_app
+from monitoring import services
+from monitoring.models import HostSample, LoadedModelSample
+from monitoring.tasks import prune_telemetry, sample_telemetry
+from tests.support.live import BASE_DIR, app_environment
+
+from .conftest import load_model, make_sample
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+
+REDIS_URL = os.environ.get("MONITORING_REDIS_TEST_URL", "redis://127.0.0.1:6379/14")
+DEADLINE = 30.0
+
+
+@pytest.fixture
+def clean_redis():
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+    except redis.RedisError as error:
+        pytest.skip(f"Redis unreachable at {REDIS_URL} (MONITORING_REDIS_TEST_URL): {error}")
+    client.flushdb()  # this database is this test's own
+    yield client
+    client.flushdb()
+    client.close()
+
+
+class Worker:
+    def __init__(self, tmp_path: Path, queues: list[str], **env: str) -> None:
+        self.log_path = tmp_path / "worker.log"
+        self.queues = queues
+        self.env = app_environment(REDIS_URL=REDIS_URL, VAR_DIR=str(tmp_path), **env)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",  # the default prefork pool: soft time limits, fork + NVML
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"telemetry-test-{uuid.uuid4().hex[:8]}@%h",
+                "-Q",
+                ",".join(self.queues),
+            ],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> int | None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(signal.SIGTERM)  # warm shutdown: finish the task in hand
+        try:
+            return process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the worker and its pool children only
+            process.wait()
+            return None
+
+
+def wait_for(predicate, what: str, worker: Worker, timeout: float = DEADLINE):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        if worker.process.poll() is not None:
+            pytest.fail(f"the worker exited while waiting for {what}:\n{worker.log()}")
+        time.sleep(0.1)
+    pytest.fail(f"no {what} within {timeout:g} s; worker log:\n{worker.log()}")
+
+
+def send(task, queue: str, **kwargs) -> str:
+    # The suite's own settings use the filesystem broker: publish over Redis explicitly.
+    with celery_app.connection_for_write(REDIS_URL) as connection:
+        result = task.apply_async(kwargs=kwargs, queue=queue, connection=connection)
+    return result.id
+
+
+async def _sample_and_listen(queue: str, host: str) -> tuple[str, dict]:
+    layer = RedisChannelLayer(hosts=[REDIS_URL])
+    channel = await layer.new_channel()
+    await layer.group_add(services.GROUP, channel)
+    try:
+        task_id = await asyncio.to_thread(send, sample_telemetry, queue, host=host)
+        message = await asyncio.wait_for(layer.receive(channel), DEADLINE)
+    finally:
+        await layer.group_discard(services.GROUP, channel)
+        await layer.close_pools()
+    return task_id, message
+
+
+def test_worker_samples_publishes_and_prunes(clean_redis, tmp_path, ollama_double):
+    host = f"worker-test-{uuid.uuid4().hex[:6]}"
+    sample_queue = f"telemetry.{host}"
+    other_queue = f"monitoring-test-{uuid.uuid4().hex[:6]}"
+    load_model(ollama_double, "qwen2.5:0.5b")
+    old = make_sample(host, timezone.now() - timedelta(days=3))
+
+    worker = Worker(
+        tmp_path,
+        [sample_queue, other_queue],
+        TELEMETRY_HOST=host,
+        TELEMETRY_OLLAMA_URLS=ollama_double.url,
+        TELEMETRY_RETENTION_DAYS="2",
+    ).start()
+    try:
+        task_id, message = asyncio.run(_sample_and_listen(sample_queue, host))
+
+        # The sample the worker pushed through Redis is the row it stored.
+        assert message["type"] == "monitoring.sample"
+        sample = HostSample.objects.get(task_id=task_id)
+        assert message["sample"]["id"] == sample.pk
+        assert sample.host == host
+        assert sample.ram_total_mb > 0 and sample.ram_used_mb > 0
+        # Real pynvml: GPUs where there are some, NVML's reason where there are none (not a
+        # probe that crashed).
+        assert sample.gpu_available or sample.gpu_reason, sample.gpu_reason
+        assert not sample.gpu_reason.startswith("gpu probe failed"), sample.gpu_reason
+        assert sample.ollama_status[0]["url"] == ollama_double.url
+        assert sample.ollama_status[0]["available"] is True
+        assert list(
+            LoadedModelSample.objects.filter(host_sample=sample).values_list("model", flat=True)
+        ) == ["qwen2.5:0.5b"]
+
+        send(prune_telemetry, other_queue)
+        wait_for(lambda: not HostSample.objects.filter(pk=old.pk).exists(), "pruning", worker)
+        assert HostSample.objects.filter(pk=sample.pk).exists()
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log()
+    log = worker.log()
+    assert "Task monitoring.tasks.sample_telemetry" in log and "succeeded" in log
+    assert "Traceback" not in log, log

@@ -1,0 +1,81 @@
+"""The uploads settings are parsed strictly, in a fresh process (settings load once)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+PRINT = (
+    "from django.conf import settings as s; "
+    "print(s.UPLOAD_MAX_BYTES, s.UPLOAD_QUOTA_BYTES, s.UPLOAD_RATE, s.ATTACHMENT_MAX_CHARS)"
+)
+
+
+def shell(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("UPLOAD_", "ATTACHMENT_"))}
+    environ.pop("DATABASE_URL", None)
+    environ.update({"VAR_DIR": str(tmp_path), **env})
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", PRINT],
+        cwd=BASE_DIR,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_defaults(tmp_path):
+    result = shell(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        str(20 * 1024 * 1024),
+        str(500 * 1024 * 1024),
+        "30/min",
+        "20000",
+    ]
+
+
+def test_values_from_the_environment(tmp_path):
+    result = shell(
+        tmp_path,
+        UPLOAD_MAX_BYTES="1000",
+        UPLOAD_QUOTA_BYTES="5000",
+        UPLOAD_RATE="100/hour",
+        ATTACHMENT_MAX_CHARS="50",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1000", "5000", "100/hour", "50"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"UPLOAD_MAX_BYTES": "20MB"}, "UPLOAD_MAX_BYTES='20MB' is not an integer"),
+        ({"UPLOAD_MAX_BYTES": "0"}, "UPLOAD_MAX_BYTES=0 is below the minimum 1"),
+        ({"UPLOAD_QUOTA_BYTES": "-1"}, "UPLOAD_QUOTA_BYTES=-1 is below the minimum 1"),
+        ({"UPLOAD_RATE": "30 per minute"}, "UPLOAD_RATE='30 per minute' must look like 30/min"),
+        ({"UPLOAD_RATE": "0/min"}, "UPLOAD_RATE='0/min' must look like 30/min"),
+        ({"UPLOAD_RATE": "30/fortnight"}, "UPLOAD_RATE='30/fortnight' must look like 30/min"),
+        ({"ATTACHMENT_MAX_CHARS": "0"}, "ATTACHMENT_MAX_CHARS=0 is below the minimum 1"),
+    ],
+)
+def test_malformed_values_stop_the_process(tmp_path, env, message):
+    result = shell(tmp_path, **env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_media_root_inside_the_static_root_is_refused(tmp_path):
+    result = shell(
+        tmp_path,
+        STATIC_ROOT=str(tmp_path / "static"),
+        MEDIA_ROOT=str(tmp_path / "static" / "media"),
+    )
+    assert result.returncode != 0
+    assert "must not be inside the static folder" in result.stderr
