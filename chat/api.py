@@ -11,6 +11,7 @@ from django.db.models import Count
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
+from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -274,14 +275,19 @@ class ConversationClearView(OwnConversationsMixin, generics.GenericAPIView):
 
 
 class ConversationMessagesView(generics.ListAPIView):
+    """Oldest first; `?ordering=-id&page_size=N` gives the latest N (newest first)."""
+
     serializer_class = MessageOutput
     pagination_class = MessagePagination
+    filter_backends = [OrderingFilter]
+    ordering_fields = ["id"]  # ids grow with time, and unlike timestamps never tie
+    ordering = ["id"]
 
     def get_queryset(self):
         conversation = generics.get_object_or_404(
             Conversation.objects.filter(owner=self.request.user), pk=self.kwargs["pk"]
         )
-        return conversation.messages.order_by("created_at", "id")
+        return conversation.messages.all()
 
 
 # --------------------------------------------------------------------------- chat

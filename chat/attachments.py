@@ -36,7 +36,10 @@ def _load(user_id: int, ids: Sequence[UUID]) -> Attached:
         uploads = get_user_uploads(user, ids)
     except UploadsNotFound as exc:
         raise ChatRequestError(
-            "attachment_not_found", f"Attachment not found: {', '.join(exc.missing)}.", 404
+            "attachment_not_found",
+            f"Attachment not found: {', '.join(exc.missing)}.",
+            404,
+            extra={"attachments": list(exc.missing)},
         ) from None
     attached = Attached()
     for upload in uploads:
@@ -61,11 +64,17 @@ def _load(user_id: int, ids: Sequence[UUID]) -> Attached:
                 record["truncated"] = extracted.truncated
         except FileNotFoundError:
             raise ChatRequestError(
-                "attachment_missing", f"The file of {upload.original_name} is missing.", 410
+                "attachment_missing",
+                f"The file of {upload.original_name} is missing.",
+                410,
+                extra={"attachments": [str(upload.pk)]},
             ) from None
         except ExtractionError as exc:
             raise ChatRequestError(
-                "attachment_unreadable", f"{upload.original_name}: {exc}", 400
+                "attachment_unreadable",
+                f"{upload.original_name}: {exc}",
+                400,
+                extra={"attachments": [str(upload.pk)]},
             ) from None
         attached.records.append(record)
     return attached

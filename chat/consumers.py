@@ -174,7 +174,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._error(exc.code, exc.detail, **_about(content), **exc.extra)
         except services.ChatRequestError as exc:
             extra = {"retry_after": exc.retry_after} if exc.retry_after else {}
-            await self._error(exc.code, exc.detail, **_about(content), **extra)
+            await self._error(exc.code, exc.detail, **_about(content), **extra, **exc.extra)
 
     async def _error(self, code: str, detail: str, **extra: Any) -> None:
         await self.send_json({"type": "chat.error", "code": code, "detail": detail, **extra})

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from chat.ollama import OllamaError
 
 
 class ChatRequestError(Exception):
-    """A request that cannot start: the transport answers `status` with `code` and `detail`."""
+    """A request that cannot start: the transport answers `status` with `code` and `detail`,
+    plus the `extra` fields that say what was wrong (e.g. which attachments)."""
 
     def __init__(
-        self, code: str, detail: str, status: int, *, retry_after: int | None = None
+        self,
+        code: str,
+        detail: str,
+        status: int,
+        *,
+        retry_after: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.status = status
         self.retry_after = retry_after
+        self.extra = extra or {}
 
     @classmethod
     def from_ollama(cls, exc: OllamaError) -> ChatRequestError:

@@ -13,6 +13,7 @@ class Accepted:
     conversation_id: str
     user_message_id: int
     model: str
+    attachments: tuple[dict[str, Any], ...] = ()  # the records the user message keeps
 
 
 @dataclass(frozen=True, slots=True)

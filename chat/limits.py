@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -10,24 +12,46 @@ from django.core.cache import cache
 from chat.errors import ChatRequestError
 from chat.models import Message
 
+WINDOW_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """A sliding one-period window estimated from two fixed windows' counters.
+
+    A plain fixed window lets a user send twice the limit across a window boundary; the
+    previous window's count, weighted by how much of it still overlaps the sliding window,
+    closes that gap with two counters and atomic increments (no list of timestamps).
+    """
+
+    limit: int
+    period: float = WINDOW_SECONDS
+
+    def estimate(self, previous: int, current: int, elapsed: float) -> float:
+        return previous * (1 - elapsed / self.period) + current
+
+    def allows(self, previous: int, current: int, elapsed: float) -> bool:
+        """Whether one more event (beyond `current`) fits at `elapsed` into this window."""
+        return self.estimate(previous, current + 1, elapsed) <= self.limit
+
+    def retry_after(self, previous: int, current: int, elapsed: float) -> int:
+        """Whole seconds until one more event fits, at least 1."""
+        if current + 1 <= self.limit and previous:
+            # Later in this window, as the previous window's weight fades.
+            fits_at = self.period * (1 - (self.limit - current - 1) / previous)
+        elif current + 1 <= self.limit:
+            fits_at = elapsed
+        else:
+            # In the next window, where this window's count is the one fading.
+            fits_at = self.period + self.period * max(0.0, 1 - (self.limit - 1) / current)
+        return max(1, math.ceil(fits_at - elapsed))
+
 
 async def check(user_id: int) -> None:
     """Raise ChatRequestError (429) when the user may not start another generation now."""
     per_minute = settings.CHAT_MESSAGES_PER_MINUTE
     if per_minute:
-        window = int(time.time() // 60)
-        key = f"chat:rate:{user_id}:{window}"
-        # A fixed one-minute window in the shared cache (Redis in the full stack).
-        await cache.aadd(key, 0, timeout=120)
-        count = await cache.aincr(key)
-        if count > per_minute:
-            retry_after = 60 - int(time.time() % 60)
-            raise ChatRequestError(
-                "rate_limited",
-                f"You can send {per_minute} messages a minute; try again in {retry_after} s.",
-                429,
-                retry_after=retry_after,
-            )
+        await _count_message(user_id, SlidingWindow(per_minute))
     concurrent = settings.CHAT_MAX_GENERATIONS_PER_USER
     if concurrent:
         running = await Message.objects.filter(
@@ -41,3 +65,25 @@ async def check(user_id: int) -> None:
                 429,
                 retry_after=5,
             )
+
+
+async def _count_message(user_id: int, window: SlidingWindow) -> None:
+    now = time.time()
+    index, elapsed = divmod(now, window.period)
+    key = f"chat:rate:{user_id}:{int(index)}"
+    # The counters live in the shared cache (Redis in the full stack), so the limit holds
+    # across processes; increment first so that concurrent requests see each other.
+    await cache.aadd(key, 0, timeout=int(window.period * 2) + 5)
+    current = await cache.aincr(key)
+    previous = await cache.aget(f"chat:rate:{user_id}:{int(index) - 1}", 0)
+    if window.estimate(previous, current, elapsed) <= window.limit:
+        return
+    # A refused message is not counted: retrying too early must not push the wait further.
+    await cache.adecr(key)
+    retry_after = window.retry_after(previous, current - 1, elapsed)
+    raise ChatRequestError(
+        "rate_limited",
+        f"You can send {window.limit} messages a minute; try again in {retry_after} s.",
+        429,
+        retry_after=retry_after,
+    )

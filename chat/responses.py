@@ -21,7 +21,7 @@ def error_response(code: str, detail: str, status: int, retry_after: int | None 
 
 
 def request_error_response(exc: ChatRequestError) -> Response:
-    return error_response(exc.code, exc.detail, exc.status, exc.retry_after)
+    return error_response(exc.code, exc.detail, exc.status, exc.retry_after, **exc.extra)
 
 
 def sse_event(event: Event) -> dict[str, Any] | None:
@@ -34,6 +34,7 @@ def sse_event(event: Event) -> dict[str, Any] | None:
                 "conversation": event.conversation_id,
                 "user_message": event.user_message_id,
                 "model": event.model,
+                "attachments": list(event.attachments),
             }
         case Queued():
             return {"type": "queued", "position": event.position}

@@ -46,6 +46,7 @@ def event_frame(conversation_id: str, event: Event) -> dict[str, Any] | None:
                 "conversation": conversation_id,
                 "user_message": event.user_message_id,
                 "model": event.model,
+                "attachments": list(event.attachments),
             }
         case Queued():
             return {

@@ -144,6 +144,7 @@ async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
             "model_lacks_vision",
             f'The model "{model}" does not accept images; pick a vision model (e.g. llava).',
             400,
+            extra={"attachments": [r["id"] for r in attached.records if r["kind"] == "image"]},
         )
 
     history: list[PastMessage] = []
@@ -327,7 +328,7 @@ async def generate(plan: GenerationPlan) -> AsyncIterator[Event]:
     reply: _Reply | None = None
     try:
         conversation, user_message = await _save_user_message(plan)
-        yield Accepted(str(conversation.pk), user_message.pk, plan.model)
+        yield Accepted(str(conversation.pk), user_message.pk, plan.model, tuple(plan.attachments))
         async for position in reservation.positions():
             yield Queued(position)
 

@@ -72,14 +72,16 @@ def test_images_go_to_a_vision_model(auth_client, ollama):
 
 
 def test_a_model_without_vision_gets_a_clear_error(auth_client, ollama):
+    notes = upload(auth_client, "notes.txt", b"text is fine")
     image = upload(auth_client, "dot.png", png_1x1())
     response = auth_client.post(
         "/api/chat/",
-        {"message": "x", "model": "llama3.2:3b", "attachments": [image]},
+        {"message": "x", "model": "llama3.2:3b", "attachments": [notes, image]},
         format="json",
     )
     assert response.status_code == 400
     assert response.json()["code"] == "model_lacks_vision"
+    assert response.json()["attachments"] == [image]  # the client can mark the culprit
     assert not ollama.requests_to("/api/chat")
     assert not Message.objects.exists()
 
@@ -93,7 +95,25 @@ def test_someone_elses_upload_cannot_be_attached(auth_client, ollama, make_user,
     assert response.status_code == 404
     assert response.json()["code"] == "attachment_not_found"
     assert theirs in response.json()["detail"]
+    assert response.json()["attachments"] == [theirs]
     assert not ollama.requests_to("/api/chat")
+
+
+def test_a_file_gone_from_disk_is_named(auth_client, ollama):
+    from uploads.models import Upload
+    from uploads.storage import path_of
+
+    kept = upload(auth_client, "kept.txt", b"still here")
+    gone = upload(auth_client, "gone.txt", b"about to vanish")
+    path_of(Upload.objects.get(pk=gone).stored_name).unlink()
+    response = auth_client.post(
+        "/api/chat/", {"message": "x", "attachments": [kept, gone]}, format="json"
+    )
+    assert response.status_code == 410
+    assert response.json()["code"] == "attachment_missing"
+    assert "gone.txt" in response.json()["detail"]
+    assert response.json()["attachments"] == [gone]
+    assert not Message.objects.exists()
 
 
 def test_deleting_an_upload_keeps_the_conversation_readable(auth_client, ollama):

@@ -394,12 +394,42 @@ async def test_send_with_an_attachment(alice, ollama, settings, tmp_path):
     )
     frames = await frames_until_end(communicator)
     assert frames[-1]["type"] == "chat.done"
+    accepted = next(f for f in frames if f["type"] == "chat.accepted")
+    assert [(a["id"], a["name"], a["kind"]) for a in accepted["attachments"]] == [
+        (str(stored.pk), "facts.txt", "text")
+    ]
     sent = ollama.last_request("/api/chat").json["messages"][-1]["content"]
     assert "The sky is green here." in sent
     await communicator.send_json_to(
         {"type": "chat.send", "message": "x", "attachments": ["not-an-id"]}
     )
     assert (await communicator.receive_json_from())["code"] == "invalid_frame"
+    await communicator.disconnect()
+
+
+async def test_an_image_for_a_model_without_vision_is_named(alice, ollama, settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.uploads.support import png_1x1
+    from uploads.services import store_upload
+
+    settings.MEDIA_ROOT = tmp_path
+    image = await sync_to_async(store_upload)(
+        owner=alice, file=SimpleUploadedFile("dot.png", png_1x1())
+    )
+    communicator = await connect(alice)
+    await communicator.send_json_to(
+        {
+            "type": "chat.send",
+            "message": "What is it?",
+            "model": "llama3.2:3b",
+            "attachments": [str(image.pk)],
+        }
+    )
+    error = await communicator.receive_json_from()
+    assert (error["type"], error["code"]) == ("chat.error", "model_lacks_vision")
+    assert error["attachments"] == [str(image.pk)]
+    assert not ollama.requests_to("/api/chat")
     await communicator.disconnect()
 
 

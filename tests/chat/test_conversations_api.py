@@ -88,6 +88,21 @@ def test_messages_clear_and_delete(auth_client, user):
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
 
 
+def test_latest_messages_newest_first(auth_client, user):
+    conversation = Conversation.objects.create(owner=user)
+    for n in range(7):
+        Message.objects.create(conversation=conversation, role="user", content=f"m{n}")
+    url = f"{detail(conversation.pk)}messages/"
+    latest = auth_client.get(url, {"ordering": "-id", "page_size": 3}).json()
+    assert [m["content"] for m in latest["results"]] == ["m6", "m5", "m4"]
+    assert latest["count"] == 7 and latest["next"]
+    oldest = auth_client.get(url, {"page_size": 3}).json()
+    assert [m["content"] for m in oldest["results"]] == ["m0", "m1", "m2"]
+    # an unknown field is ignored rather than leaking the model's other columns
+    ignored = auth_client.get(url, {"ordering": "content", "page_size": 3}).json()
+    assert [m["content"] for m in ignored["results"]] == ["m0", "m1", "m2"]
+
+
 def test_a_reply_still_streaming_survives_clear(auth_client, user):
     conversation = Conversation.objects.create(owner=user)
     Message.objects.create(conversation=conversation, role="assistant", status="streaming")

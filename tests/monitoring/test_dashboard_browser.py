@@ -153,7 +153,7 @@ def test_dashboard_draws_history_and_polls_new_samples(user, make_user):
 
                 in_thread(add_sample, timezone.now(), ram_used_mb=7777.0)
                 page.wait_for_function(
-                    "document.getElementById('mon-host-now').textContent.includes('7777 MB')",
+                    "() => document.getElementById('mon-host-now').textContent.includes('7777 MB')",
                     timeout=8_000,
                 )
                 status = page.locator("#mon-status").inner_text()
