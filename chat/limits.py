@@ -7,12 +7,14 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
 from chat.errors import ChatRequestError
 from chat.models import Message
 
 WINDOW_SECONDS = 60
+EXEMPT_PERMISSION = "chat.chat_without_limits"
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,15 @@ class SlidingWindow:
 
 
 async def check(user_id: int) -> None:
-    """Raise ChatRequestError (429) when the user may not start another generation now."""
+    """Raise ChatRequestError (429) when the user may not start another generation now.
+
+    Users with the `chat_without_limits` permission (and active superusers) are exempt."""
     per_minute = settings.CHAT_MESSAGES_PER_MINUTE
+    concurrent = settings.CHAT_MAX_GENERATIONS_PER_USER
+    if not (per_minute or concurrent) or await _exempt(user_id):
+        return
     if per_minute:
         await _count_message(user_id, SlidingWindow(per_minute))
-    concurrent = settings.CHAT_MAX_GENERATIONS_PER_USER
     if concurrent:
         running = await Message.objects.filter(
             conversation__owner_id=user_id, status=Message.Status.STREAMING
@@ -65,6 +71,11 @@ async def check(user_id: int) -> None:
                 429,
                 retry_after=5,
             )
+
+
+async def _exempt(user_id: int) -> bool:
+    user = await get_user_model().objects.filter(pk=user_id).afirst()
+    return user is not None and await user.ahas_perm(EXEMPT_PERMISSION)
 
 
 async def _count_message(user_id: int, window: SlidingWindow) -> None:

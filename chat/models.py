@@ -30,6 +30,8 @@ class Conversation(models.Model):
     class Meta:
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["owner", "-updated_at"], name="chat_conv_owner_recent")]
+        # Granted in the admin to an account that runs load tests or a trusted service.
+        permissions = [("chat_without_limits", "Can chat without the per-user limits")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(context_exchanges__isnull=True) | Q(context_exchanges__lte=100),

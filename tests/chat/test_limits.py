@@ -116,3 +116,35 @@ def test_zero_turns_the_limit_off(auth_client, ollama, settings, clock):
     settings.CHAT_MESSAGES_PER_MINUTE = 0
     for n in range(5):
         assert chat(auth_client, f"m{n}").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_exempt_permission_lifts_both_limits(api_client, make_user, ollama, settings, clock):
+    from django.contrib.auth.models import Permission
+
+    settings.CHAT_MESSAGES_PER_MINUTE = 1
+    settings.CHAT_MAX_GENERATIONS_PER_USER = 1
+    runner = make_user("loadtest@example.com")
+    runner.user_permissions.add(Permission.objects.get(codename="chat_without_limits"))
+    api_client.force_authenticate(runner)
+    for n in range(3):
+        assert chat(api_client, f"m{n}").status_code == 200
+    # a streaming reply of theirs does not count either
+    from chat.models import Conversation
+
+    conversation = Conversation.objects.create(owner=runner)
+    Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+    assert chat(api_client, "while one streams").status_code == 200
+
+
+@pytest.mark.django_db
+def test_without_the_permission_a_streaming_reply_counts(auth_client, user, ollama, settings):
+    from chat.models import Conversation
+
+    settings.CHAT_MAX_GENERATIONS_PER_USER = 1
+    conversation = Conversation.objects.create(owner=user)
+    Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+    response = chat(auth_client, "one more")
+    assert response.status_code == 429
+    assert response.json()["code"] == "too_many_generations"
+    assert response["Retry-After"] == "5"

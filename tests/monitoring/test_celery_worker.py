@@ -36,7 +36,7 @@ from .conftest import load_model, make_sample
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 REDIS_URL = os.environ.get("MONITORING_REDIS_TEST_URL", "redis://127.0.0.1:6379/14")
-DEADLINE = 30.0
+DEADLINE = 90.0  # only a failing run waits this long; a loaded machine starts workers slowly
 
 
 @pytest.fixture
@@ -121,14 +121,25 @@ def send(task, queue: str, **kwargs) -> str:
     return result.id
 
 
-async def _sample_and_listen(queue: str, host: str) -> tuple[str, dict]:
+async def _sample_and_listen(queue: str, host: str, worker: Worker) -> tuple[str, dict]:
     layer = RedisChannelLayer(hosts=[REDIS_URL])
     channel = await layer.new_channel()
     await layer.group_add(services.GROUP, channel)
+    # One receive, never cancelled while it waits (a cancelled receive may drop a message);
+    # meanwhile the worker is watched, so that a crash fails at once and with its log.
+    receiving = asyncio.ensure_future(layer.receive(channel))
     try:
         task_id = await asyncio.to_thread(send, sample_telemetry, queue, host=host)
-        message = await asyncio.wait_for(layer.receive(channel), DEADLINE)
+        deadline = time.monotonic() + DEADLINE
+        while not receiving.done():
+            await asyncio.wait({receiving}, timeout=0.5)
+            if worker.process.poll() is not None:
+                pytest.fail(f"the worker exited before publishing a sample:\n{worker.log()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no sample published within {DEADLINE:g} s:\n{worker.log()}")
+        message = receiving.result()
     finally:
+        receiving.cancel()
         await layer.group_discard(services.GROUP, channel)
         await layer.close_pools()
     return task_id, message
@@ -149,7 +160,7 @@ def test_worker_samples_publishes_and_prunes(clean_redis, tmp_path, ollama_doubl
         TELEMETRY_RETENTION_DAYS="2",
     ).start()
     try:
-        task_id, message = asyncio.run(_sample_and_listen(sample_queue, host))
+        task_id, message = asyncio.run(_sample_and_listen(sample_queue, host, worker))
 
         # The sample the worker pushed through Redis is the row it stored.
         assert message["type"] == "monitoring.sample"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 
 from chat.models import Conversation, Message
@@ -23,21 +24,23 @@ MODEL = "llama3.2:3b"
 
 @pytest.fixture(scope="module")
 def loadtest_server(django_db_setup, ollama_double_server):
-    """The app with the per-user chat limits off and a gate wide enough for the levels."""
+    """The app with tight per-user chat limits (the test user is exempt by permission) and a
+    gate wide enough for the levels."""
     with DaphneServer(
         "loadtest-daphne",
         OLLAMA_URL=ollama_double_server.url,
         OLLAMA_DEFAULT_MODEL=MODEL,
         OLLAMA_MAX_CONCURRENCY="4",
-        CHAT_MESSAGES_PER_MINUTE="0",
-        CHAT_MAX_GENERATIONS_PER_USER="0",
+        CHAT_MESSAGES_PER_MINUTE="1",
+        CHAT_MAX_GENERATIONS_PER_USER="1",
     ) as server:
         yield server
 
 
 @pytest.fixture
-def server(transactional_db, loadtest_server, ollama_double):
+def server(transactional_db, loadtest_server, ollama_double, user):
     ollama_double.configure(token_delay=0.002, num_parallel=2)
+    user.user_permissions.add(Permission.objects.get(codename="chat_without_limits"))
     return loadtest_server
 
 
@@ -70,6 +73,7 @@ def test_loadtest_against_the_double(server, user, tmp_path, monkeypatch):
     )
     printed = out.getvalue()
     assert "No LOADTEST_PASSWORD: minted a 2-hour access token" in printed
+    assert "rate_limited" not in printed and "too_many_generations" not in printed
     assert "Verdict:" in printed
     assert "agg. tok/s" in printed and "How the verdict is reached" in printed
 
@@ -190,6 +194,13 @@ def test_argument_errors(tmp_path, monkeypatch, user):
         call_command("loadtest", model=MODEL, token="t", concurrency="0,2")
     with pytest.raises(CommandError, match=r"No user with email nobody@example\.com"):
         call_command("loadtest", model=MODEL, email="nobody@example.com")
+    # A user under the per-user limits is warned about before the run.
+    errors = io.StringIO()
+    with pytest.raises(CommandError, match=r"Cannot reach http://127\.0\.0\.1:9"):
+        call_command(
+            "loadtest", model=MODEL, email=user.email, url="http://127.0.0.1:9", stderr=errors
+        )
+    assert "is subject to the per-user chat limits" in errors.getvalue()
     user.is_active = False
     user.save()
     with pytest.raises(CommandError, match="inactive"):

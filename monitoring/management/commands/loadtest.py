@@ -16,7 +16,9 @@ users of the machine could read it in the process list):
 Each request starts a conversation owned by that user (titled ``[loadtest C.i] ...``);
 ``--cleanup`` deletes them afterwards, which also deletes their per-request figures.
 
-The per-user chat limits refuse a load test: set ``CHAT_MESSAGES_PER_MINUTE=0`` and
+The per-user chat limits would refuse a load test: run it as a user with the permission
+"Can chat without the per-user limits" (``chat.chat_without_limits``, granted in the admin;
+superusers have it), or set ``CHAT_MESSAGES_PER_MINUTE=0`` and
 ``CHAT_MAX_GENERATIONS_PER_USER=0`` on the server for the run. Set ``OLLAMA_MAX_CONCURRENCY``
 (the gateway's gate, default 1) and Ollama's ``OLLAMA_NUM_PARALLEL`` to at least the highest
 level, or the run measures the queue rather than the GPU (the verdict says so).
@@ -28,9 +30,11 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from chat.limits import EXEMPT_PERMISSION
 from monitoring import loadtest
 
 MINTED_TOKEN_LIFETIME = timedelta(hours=2)
@@ -154,6 +158,14 @@ class Command(BaseCommand):
         if password:
             return loadtest.PasswordAuth(email, password)
         access = mint_token(email)
+        user = get_user_model().objects.get(email__iexact=email.strip())
+        limited = settings.CHAT_MESSAGES_PER_MINUTE or settings.CHAT_MAX_GENERATIONS_PER_USER
+        if limited and not user.has_perm(EXEMPT_PERMISSION):
+            self.stderr.write(
+                f"Warning: {email} is subject to the per-user chat limits; grant it "
+                '"Can chat without the per-user limits" in the admin for the run, or turn the '
+                "limits off on the server, or most requests will be refused (rate_limited)."
+            )
         self.stdout.write(
             f"No LOADTEST_PASSWORD: minted a {MINTED_TOKEN_LIFETIME.seconds // 3600}-hour access "
             f"token for {email} with this installation's signing key (it only works against a "
