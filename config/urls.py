@@ -1,8 +1,8 @@
 from csp.decorators import csp_update
 from django.contrib import admin
+from django.http import HttpResponseRedirect
 from django.templatetags.static import static
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -16,6 +16,13 @@ from config import health
 # One login form for the whole site, so that its throttle cannot be bypassed.
 admin.site.login = admin_login
 
+
+def favicon(request):
+    """Browsers ask for /favicon.ico on pages that name no icon (the admin, the API pages).
+    Resolved per request: in production the name is the hashed one of collectstatic."""
+    return HttpResponseRedirect(static("favicon.svg"))
+
+
 # Swagger UI and Redoc inject their own styles, draw icons from data: URLs and Redoc runs a
 # blob: worker; their scripts stay same-origin (the split view loads its set-up as a file).
 docs_csp = csp_update(
@@ -24,8 +31,7 @@ docs_csp = csp_update(
 
 urlpatterns = [
     path("", chat_views.index, name="home"),
-    # Browsers ask for /favicon.ico on pages that name no icon (the admin, the API pages).
-    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
+    path("favicon.ico", favicon),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
     path("accounts/", include("accounts.urls")),

@@ -5,12 +5,12 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
 from chat import consumers
 from chat.models import Conversation, Message
 from config.asgi import application
+from tests.support.websocket import Communicator
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -42,7 +42,7 @@ async def connect(user=None, *, headers=None, token=None):
     headers = list(headers or [])
     if user is not None:
         headers.append((b"authorization", f"Bearer {token or token_for(user)}".encode()))
-    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    communicator = Communicator(application, "/ws/chat/", headers=headers)
     connected, code = await communicator.connect(timeout=5)
     assert connected, code
     return communicator
@@ -119,7 +119,7 @@ async def test_no_auth_in_time_closes_4408(ollama, monkeypatch):
 
 
 async def closed_at_once(headers) -> int:
-    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    communicator = Communicator(application, "/ws/chat/", headers=headers)
     connected, _ = await communicator.connect(timeout=5)
     assert connected  # accepted, then closed with a code a browser can read
     output = await communicator.receive_output(timeout=5)
@@ -152,7 +152,7 @@ async def test_session_cookie_auth(alice, ollama):
 
 
 async def test_foreign_origin_is_refused(alice):
-    communicator = WebsocketCommunicator(
+    communicator = Communicator(
         application,
         "/ws/chat/",
         headers=[
@@ -162,7 +162,7 @@ async def test_foreign_origin_is_refused(alice):
     )
     connected, _ = await communicator.connect(timeout=5)
     assert not connected
-    allowed = WebsocketCommunicator(
+    allowed = Communicator(
         application,
         "/ws/chat/",
         headers=[

@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test import Client
 from django.utils import timezone
@@ -15,6 +14,7 @@ from django.utils import timezone
 from config.asgi import application
 from monitoring import services
 from monitoring.services import record_sample
+from tests.support.websocket import Communicator
 
 from .conftest import make_sample
 
@@ -38,8 +38,8 @@ def session_cookie(user) -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
-def communicator(*headers) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, "/ws/monitoring/", headers=[ORIGIN, *headers])
+def communicator(*headers) -> Communicator:
+    return Communicator(application, "/ws/monitoring/", headers=[ORIGIN, *headers])
 
 
 async def test_authenticated_socket_gets_snapshot_then_pushed_samples(
