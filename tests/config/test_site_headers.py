@@ -17,9 +17,7 @@ def test_html_and_json_responses_carry_the_policy(client, auth_client):
 def test_the_browsable_api_alone_may_style_inline(auth_client):
     page = auth_client.get("/api/auth/me/", HTTP_ACCEPT="text/html")
     assert page["Content-Type"].startswith("text/html")
-    policy = dict(
-        part.strip().split(" ", 1) for part in page["Content-Security-Policy"].split(";")
-    )
+    policy = dict(part.strip().split(" ", 1) for part in page["Content-Security-Policy"].split(";"))
     assert "'unsafe-inline'" in policy["style-src"]
     assert policy["script-src"] == "'self'"
 
