@@ -52,13 +52,22 @@ class SlidingWindow:
 async def check(user_id: int) -> None:
     """Raise ChatRequestError (429) when the user may not start another generation now.
 
-    Users with the `chat_without_limits` permission (and active superusers) are exempt."""
+    Users with the `chat_without_limits` permission (and active superusers) are exempt. The
+    permission is looked up only for a refusal, so that a message within the limits costs no
+    extra queries."""
+    try:
+        await _check_limits(user_id)
+    except ChatRequestError:
+        if await _exempt(user_id):
+            return
+        raise
+
+
+async def _check_limits(user_id: int) -> None:
     per_minute = settings.CHAT_MESSAGES_PER_MINUTE
-    concurrent = settings.CHAT_MAX_GENERATIONS_PER_USER
-    if not (per_minute or concurrent) or await _exempt(user_id):
-        return
     if per_minute:
         await _count_message(user_id, SlidingWindow(per_minute))
+    concurrent = settings.CHAT_MAX_GENERATIONS_PER_USER
     if concurrent:
         running = await Message.objects.filter(
             conversation__owner_id=user_id, status=Message.Status.STREAMING

@@ -4,7 +4,7 @@ import pytest
 
 from chat import limits
 from chat.limits import SlidingWindow
-from chat.models import Message
+from chat.models import Conversation, Message
 
 CHAT = "/api/chat/"
 
@@ -130,8 +130,6 @@ def test_the_exempt_permission_lifts_both_limits(api_client, make_user, ollama, 
     for n in range(3):
         assert chat(api_client, f"m{n}").status_code == 200
     # a streaming reply of theirs does not count either
-    from chat.models import Conversation
-
     conversation = Conversation.objects.create(owner=runner)
     Message.objects.create(conversation=conversation, role="assistant", status="streaming")
     assert chat(api_client, "while one streams").status_code == 200
@@ -139,8 +137,6 @@ def test_the_exempt_permission_lifts_both_limits(api_client, make_user, ollama, 
 
 @pytest.mark.django_db
 def test_without_the_permission_a_streaming_reply_counts(auth_client, user, ollama, settings):
-    from chat.models import Conversation
-
     settings.CHAT_MAX_GENERATIONS_PER_USER = 1
     conversation = Conversation.objects.create(owner=user)
     Message.objects.create(conversation=conversation, role="assistant", status="streaming")

@@ -50,15 +50,20 @@ def _levels(text: str) -> list[int]:
     return sorted(set(levels))
 
 
-def mint_token(email: str) -> str:
-    """An access token for an existing active user, signed with this installation's key."""
-    from rest_framework_simplejwt.tokens import AccessToken
-
+def local_user(email: str):
+    """The existing active user of this installation with that email."""
     user = get_user_model().objects.filter(email__iexact=email.strip()).first()
     if user is None:
         raise CommandError(f"No user with email {email} in this database.")
     if not user.is_active:
         raise CommandError(f"The user {email} is inactive.")
+    return user
+
+
+def mint_token(user) -> str:
+    """An access token for the user, signed with this installation's key."""
+    from rest_framework_simplejwt.tokens import AccessToken
+
     token = AccessToken.for_user(user)
     token.set_exp(lifetime=MINTED_TOKEN_LIFETIME)
     return str(token)
@@ -157,8 +162,8 @@ class Command(BaseCommand):
         password = os.environ.get("LOADTEST_PASSWORD")
         if password:
             return loadtest.PasswordAuth(email, password)
-        access = mint_token(email)
-        user = get_user_model().objects.get(email__iexact=email.strip())
+        user = local_user(email)
+        access = mint_token(user)
         limited = settings.CHAT_MESSAGES_PER_MINUTE or settings.CHAT_MAX_GENERATIONS_PER_USER
         if limited and not user.has_perm(EXEMPT_PERMISSION):
             self.stderr.write(
