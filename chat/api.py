@@ -35,6 +35,7 @@ from chat.serializers import (
     RunningModelsOutput,
     SimpleChatOutput,
 )
+from config import database
 
 
 def _ollama_error(exc: OllamaError) -> Response:
@@ -330,6 +331,9 @@ class ChatView(APIView):
     )
     def post(self, request):
         chat_input = _chat_input(request)
+        # The generation saves on its own threads: this request's connection goes back to the
+        # pool rather than idle for the whole reply.
+        database.release_connections()
         try:
             plan, final = async_to_sync(_run_to_end)(request.user.pk, chat_input)
         except services.ChatRequestError as exc:
@@ -378,6 +382,7 @@ class StreamChatView(APIView):
             plan = async_to_sync(services.prepare_chat)(request.user.pk, chat_input)
         except services.ChatRequestError as exc:
             return request_error_response(exc)
+        database.release_connections()  # as in ChatView: none held while the reply streams
         response = StreamingHttpResponse(
             sse_stream(services.generate(plan)), content_type="text/event-stream"
         )

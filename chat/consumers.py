@@ -9,7 +9,7 @@ import time
 from typing import Any
 from uuid import UUID
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,6 +20,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from chat import runs, services
 from chat.models import Conversation, Message
 from chat.options import InvalidOptions, validate_options
+from config.channel_layers import RedisChannelLayer
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ AUTH_TIMEOUT_SECONDS = 5.0
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_AUTH_TIMEOUT = 4408
 RESUME_WAIT_SECONDS = 10.0
+# With Redis: how often a socket joins its groups again (a restarted Redis forgot them) and
+# reads back a reply it has heard nothing of since (frames published meanwhile were lost).
+REJOIN_SECONDS = 5.0
 
 
 class FrameError(Exception):
@@ -60,6 +64,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._sent_upto: dict[tuple[str, int], int] = {}
 
         self._finished: set[tuple[str, int]] = set()
+        self._heard_at: dict[tuple[str, int], float] = {}
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
             self.user = user
@@ -79,6 +84,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         if self.user is None:
             self._timers.append(asyncio.create_task(self._require_auth_in_time()))
+        if isinstance(self.channel_layer, RedisChannelLayer):
+            self._timers.append(asyncio.create_task(self._keep_joined()))
 
     async def _refuse(self) -> None:
         # Accepted, then closed: a refused handshake reaches a browser as a bare 1006,
@@ -118,6 +125,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
         self._timers.append(asyncio.create_task(close_when_expired()))
+
+    async def _keep_joined(self) -> None:
+        while True:
+            await asyncio.sleep(REJOIN_SECONDS)
+            try:
+                for group in list(self.groups_joined):
+                    await self.channel_layer.group_add(group, self.channel_name)
+                now = time.monotonic()
+                for key in list(self._sent_upto):
+                    if now - self._heard_at.get(key, now) >= REJOIN_SECONDS:
+                        self._heard_at[key] = now
+                        await self._catch_up(*key, announce=False)
+            except Exception as exc:  # Redis or the database is away: next round
+                logger.info("socket upkeep failed: %s", exc)
 
     async def disconnect(self, code: int) -> None:
         # The generations started from this socket go on: they are detached runs.
@@ -159,8 +180,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             elif kind == "ping":
                 await self.send_json({"type": "pong"})
             elif kind == "chat.send":
-                async with ThreadSensitiveContext():  # see chat.runs: parallel database work
-                    await self._send(content)
+                await self._send(content)
             elif kind == "chat.stop":
                 await self._stop(content)
             elif kind == "chat.resume":
@@ -175,6 +195,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except services.ChatRequestError as exc:
             extra = {"retry_after": exc.retry_after} if exc.retry_after else {}
             await self._error(exc.code, exc.detail, **_about(content), **extra, **exc.extra)
+        except Exception as exc:  # the socket stays open and the client hears why
+            code, detail, _status, retry_after = services.failure_of(exc)
+            logger.warning(
+                "chat frame %r failed: %s", kind[:40], exc, exc_info=code == "internal_error"
+            )
+            extra = {"retry_after": retry_after} if retry_after else {}
+            await self._error(code, detail, **_about(content), **extra)
 
     async def _error(self, code: str, detail: str, **extra: Any) -> None:
         await self.send_json({"type": "chat.error", "code": code, "detail": detail, **extra})
@@ -224,8 +251,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 attachments=[i for i in attachment_ids if i is not None],
             ),
         )
-        conversation_obj = await services.ensure_conversation(plan)
-        await self._join(str(conversation_obj.pk))
+        await self._join(str(plan.conversation_pk))
         runs.start(plan)
 
     async def _stop(self, content: dict) -> None:
@@ -249,7 +275,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._join(conversation_id)
         await self._catch_up(conversation_id, message_id)
 
-    async def _catch_up(self, conversation_id: str, message_id: int) -> None:
+    async def _catch_up(
+        self, conversation_id: str, message_id: int, *, announce: bool = True
+    ) -> None:
         key = (conversation_id, message_id)
         reply = await Message.objects.filter(
             pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
@@ -257,7 +285,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if reply is None:
             self._sent_upto.pop(key, None)
             raise FrameError("not_found", "Message not found.")
-        if reply.status == Message.Status.STREAMING:
+        if reply.status == Message.Status.STREAMING and announce:
             await self.send_json(
                 {
                     "type": "chat.started",
@@ -281,11 +309,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 {"type": "chat.cancelled", "conversation": conversation_id, "message": message_id}
             )
         elif reply.status in {Message.Status.FAILED, Message.Status.INTERRUPTED}:
-            await self._error(
-                reply.error_code or "interrupted",
-                reply.error or "The reply did not finish.",
-                conversation=conversation_id,
-                message=message_id,
+            await self.chat_error(
+                {
+                    "type": "chat.error",
+                    "code": reply.error_code or "interrupted",
+                    "detail": reply.error or "The reply did not finish.",
+                    "conversation": conversation_id,
+                    "message": message_id,
+                }
             )
 
     async def _own_conversation(self, value: Any) -> Conversation:
@@ -310,6 +341,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _send_text(self, conversation_id: str, message_id: int, text: str, offset: int):
         """Send `text` (which starts at `offset`), skipping what this socket already sent."""
         key = (conversation_id, message_id)
+        self._heard_at[key] = time.monotonic()
         sent = self._sent_upto.get(key)
         if sent is None:
             sent = offset
@@ -386,10 +418,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self._finished.add(key)
         self._sent_upto.pop(key, None)
+        self._heard_at.pop(key, None)
         await self.send_json(frame)
 
     async def chat_error(self, event: dict) -> None:
-        await self.send_json(event)
+        if event.get("message") is not None:
+            # A reply's end, which a catch-up may have reported already.
+            await self._finish(event)
+        else:
+            await self.send_json(event)
 
 
 def _about(content: Any) -> dict[str, Any]:

@@ -92,6 +92,8 @@ class Message(models.Model):
         null=True, blank=True, help_text="GPU and RAM before and after, and the delta."
     )
 
+    # The web process generating this reply while it is `streaming` (see WebProcess).
+    process = models.UUIDField(null=True, blank=True, db_index=True)
     error_code = models.CharField(max_length=40, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -144,3 +146,21 @@ class Message(models.Model):
         if self.prompt_eval_count is None and self.eval_count is None:
             return None
         return (self.prompt_eval_count or 0) + (self.eval_count or 0)
+
+
+class WebProcess(models.Model):
+    """A web process that generates replies, alive while its heartbeat is recent.
+
+    A process that stops beating (killed, crashed, its machine gone) is dead: another process
+    marks its `streaming` replies `interrupted` (chat/lifecycle.py). The clock is the
+    database's, so machines whose clocks differ agree on who is dead.
+    """
+
+    id = models.UUIDField(primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"

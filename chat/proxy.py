@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,9 @@ from chat import hosts, services
 from chat.events import Done, Event, Failed, Token
 from chat.ollama import OllamaError
 from chat.streaming import batches
+from config import database
+
+logger = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 
@@ -56,6 +60,8 @@ def endpoint(*methods: str, json_body: bool = False):
                 response["WWW-Authenticate"] = 'Bearer realm="api"'
                 return response
             request.user = user
+            # Generations save on their own threads; the request's connection goes back now.
+            await sync_to_async(database.release_connections)()
             if json_body:
                 try:
                     body = json.loads(request.body or b"{}")
@@ -70,6 +76,10 @@ def endpoint(*methods: str, json_body: bool = False):
                 return ollama_error(str(exc), exc.http_status, services.retry_after_seconds(exc))
             except services.ChatRequestError as exc:
                 return ollama_error(exc.detail, exc.status, exc.retry_after)
+            except Exception as exc:  # Ollama's shape even for a database or Redis failure
+                _code, detail, status, retry_after = services.failure_of(exc)
+                logger.warning("Ollama proxy request failed: %s", exc, exc_info=True)
+                return ollama_error(detail, status, retry_after)
 
         return wrapper
 

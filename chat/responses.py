@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from rest_framework.response import Response
 
 from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started, Token
-from chat.services import ChatRequestError
+from chat.services import ChatRequestError, failure_of
 from chat.streaming import batches
+
+logger = logging.getLogger(__name__)
 
 
 def error_response(code: str, detail: str, status: int, retry_after: int | None = None, **extra):
@@ -81,7 +84,15 @@ def merge_tokens(batch: list[Event]) -> list[Event]:
 
 async def sse_stream(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
     # Closing this iterator (the client went away) cancels the generation: see batches().
-    async for batch in batches(events):
-        payloads = (sse_event(event) for event in merge_tokens(batch))
-        yield b"".join(_sse(payload) for payload in payloads if payload is not None)
+    try:
+        async for batch in batches(events):
+            payloads = (sse_event(event) for event in merge_tokens(batch))
+            yield b"".join(_sse(payload) for payload in payloads if payload is not None)
+    except Exception as exc:  # generate() reports its own failures; this is a bug of ours
+        logger.exception("SSE stream failed")
+        code, detail, _status, retry_after = failure_of(exc)
+        payload: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+        if retry_after:
+            payload["retry_after"] = retry_after
+        yield _sse(payload)
     yield b"data: [DONE]\n\n"

@@ -6,6 +6,10 @@ publishing so that a fast model costs a bounded number of messages per second, a
 waits for a reader: a slow client cannot slow the generation. A `chat.cancel` message sent to
 the conversation's control group (from any process) cancels the run, which closes the
 upstream response.
+
+Each process listens for cancels on one channel of its own, made like a consumer's
+(`new_channel()`): channels-redis serves all of a process's channels with one blocking pop,
+and a channel of another prefix would queue behind it for seconds.
 """
 
 from __future__ import annotations
@@ -15,10 +19,9 @@ import contextlib
 import logging
 from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext
 from channels.layers import get_channel_layer
 
-from chat import services
+from chat import lifecycle, services
 from chat.events import Accepted, Done, Event, Failed, Queued, Started, Token
 
 logger = logging.getLogger(__name__)
@@ -86,7 +89,7 @@ def event_frame(conversation_id: str, event: Event) -> dict[str, Any] | None:
 class Run:
     def __init__(self, plan: services.GenerationPlan) -> None:
         self.plan = plan
-        self.conversation_id = str(plan.conversation.pk)
+        self.conversation_id = str(plan.conversation_pk)
         self.message_id: int | None = None
         self.layer = get_channel_layer()
         self.task: asyncio.Task | None = None
@@ -97,14 +100,8 @@ class Run:
         self._published_token = False
 
     def start(self) -> Run:
-        self.task = asyncio.get_running_loop().create_task(self._run_in_own_thread())
+        self.task = asyncio.get_running_loop().create_task(self._run())
         return self
-
-    async def _run_in_own_thread(self) -> None:
-        # Without a context of its own, every run's database work would queue on the one
-        # thread that serves all sync code outside requests; with it, runs save in parallel.
-        async with ThreadSensitiveContext():
-            await self._run()
 
     async def _publish(self, frame: dict[str, Any]) -> None:
         try:
@@ -152,7 +149,7 @@ class Run:
         await self._flush()
 
     async def _run(self) -> None:
-        listener = asyncio.create_task(self._listen_for_cancel())
+        listening = await _listener.add(self.conversation_id)
         events = services.generate(self.plan)
         try:
             async for event in events:
@@ -167,16 +164,27 @@ class Run:
                 if frame:
                     await self._publish(frame)
         except asyncio.CancelledError:
-            await events.aclose()  # saves the partial reply as cancelled, closes upstream
+            await events.aclose()  # saves the partial reply, closes upstream
             await self._drain()
-            await self._publish(
-                {
-                    "type": "chat.cancelled",
-                    "conversation": self.conversation_id,
-                    "message": self.message_id,
-                }
-            )
-        except Exception:
+            if lifecycle.interrupting():
+                await self._publish(
+                    {
+                        "type": "chat.error",
+                        "conversation": self.conversation_id,
+                        "message": self.message_id,
+                        "code": "interrupted",
+                        "detail": lifecycle.INTERRUPTED_DETAIL,
+                    }
+                )
+            else:
+                await self._publish(
+                    {
+                        "type": "chat.cancelled",
+                        "conversation": self.conversation_id,
+                        "message": self.message_id,
+                    }
+                )
+        except Exception:  # generate() reports its own failures; this is a bug of ours
             logger.exception("generation run failed")
             await self._publish(
                 {
@@ -188,23 +196,71 @@ class Run:
                 }
             )
         finally:
-            listener.cancel()
+            if listening:
+                await _listener.discard(self.conversation_id)
             if _runs.get(self.conversation_id) is self:
                 del _runs[self.conversation_id]
 
-    async def _listen_for_cancel(self) -> None:
-        channel = await self.layer.new_channel("chat.run.")
-        group = control_group(self.conversation_id)
-        await self.layer.group_add(group, channel)
+
+class _CancelListener:
+    """This process's one channel for `chat.cancel` messages, on the running loop."""
+
+    def __init__(self) -> None:
+        self.channel: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def add(self, conversation_id: str) -> bool:
+        layer = get_channel_layer()
         try:
-            while True:
-                message = await self.layer.receive(channel)
-                if message.get("type") == "chat.cancel" and self.task is not None:
-                    self.task.cancel()
-                    return
-        finally:
+            if (
+                self.task is None
+                or self.task.done()
+                or self.task.get_loop() is not asyncio.get_running_loop()
+            ):
+                self.channel = await layer.new_channel()
+                self.task = asyncio.create_task(self._listen(self.channel), name="chat cancels")
+            assert self.channel is not None
+            await layer.group_add(control_group(conversation_id), self.channel)
+        except Exception:  # the run goes on; only a stop from another process cannot reach it
+            logger.warning("could not listen for cancels", exc_info=True)
+            return False
+        return True
+
+    async def discard(self, conversation_id: str) -> None:
+        if self.channel is None:
+            return
+        with contextlib.suppress(Exception):
+            await get_channel_layer().group_discard(control_group(conversation_id), self.channel)
+
+    async def _listen(self, channel: str) -> None:
+        layer = get_channel_layer()
+        delay = 0.1
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis is away: keep listening once it is back
+                logger.warning("cancel listener: receive failed; retrying", exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                await self._rejoin(channel)
+                continue
+            delay = 0.1
+            if message.get("type") == "chat.cancel":
+                run = _runs.get(str(message.get("conversation")))
+                if run is not None and run.task is not None:
+                    run.task.cancel()
+
+    async def _rejoin(self, channel: str) -> None:
+        # A restarted Redis has forgotten the groups.
+        layer = get_channel_layer()
+        for conversation_id in list(_runs):
             with contextlib.suppress(Exception):
-                await self.layer.group_discard(group, channel)
+                await layer.group_add(control_group(conversation_id), channel)
+
+
+_listener = _CancelListener()
 
 
 def start(plan: services.GenerationPlan) -> Run:
@@ -223,4 +279,6 @@ async def cancel(conversation_id: str) -> None:
     if run is not None and run.task is not None:
         run.task.cancel()
         return
-    await get_channel_layer().group_send(control_group(conversation_id), {"type": "chat.cancel"})
+    await get_channel_layer().group_send(
+        control_group(conversation_id), {"type": "chat.cancel", "conversation": conversation_id}
+    )

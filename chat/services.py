@@ -13,20 +13,23 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
-from chat import hosts, limits
+from chat import hosts, lifecycle, limits
 from chat.attachments import load_attachments, with_attachments
 from chat.context import PastMessage, build_messages, title_from
 from chat.errors import ChatRequestError, retry_after_seconds
 from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started, Token
-from chat.gate import GateError, GateFull
+from chat.gate import GateError, GateFull, GateLost
 from chat.models import Conversation, Message
 from chat.ollama import OllamaError, Timings
 from chat.options import merge, to_ollama
+from config import database
 from monitoring.probes import asnapshot, resource_delta
 
 logger = logging.getLogger(__name__)
@@ -56,14 +59,22 @@ class GenerationPlan:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     endpoint: Literal["chat", "generate"] = "chat"
     relay_every_chunk: bool = False  # also chunks without content (thinking, tool calls)
-    created_conversation: bool = False
+    # A new conversation's id is chosen up front (a WebSocket joins its group before the first
+    # event), but its row is created only with the user message, in one transaction.
+    conversation_pk: UUID = field(default_factory=uuid4)
+    saved: bool = False  # the user message (and a new conversation) are in the database
     ollama_messages: list[dict[str, Any]] = field(default_factory=list)
     ollama_extra: dict[str, Any] = field(default_factory=dict)
     ollama_options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.conversation is not None:
+            self.conversation_pk = self.conversation.pk
+
     @property
     def conversation_id(self) -> str | None:
-        return str(self.conversation.pk) if self.conversation else None
+        """The conversation's id once it exists."""
+        return str(self.conversation_pk) if self.conversation or self.saved else None
 
 
 # --------------------------------------------------------------------------- conversations
@@ -99,10 +110,13 @@ def clear_conversation(conversation: Conversation) -> int:
 
 
 def mark_stale_streaming_interrupted(older_than_seconds: int | None = None) -> int:
-    """Replies left `streaming` by a process that died are `interrupted`, keeping their text."""
+    """Replies left `streaming` long ago by a process that did not beat (see chat.lifecycle for
+    the others) are `interrupted`, keeping their text."""
     limit = older_than_seconds or settings.CHAT_STALE_STREAMING_SECONDS
     cutoff = timezone.now() - timedelta(seconds=limit)
-    return Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).update(
+    return Message.objects.filter(
+        status=Message.Status.STREAMING, process__isnull=True, updated_at__lt=cutoff
+    ).update(
         status=Message.Status.INTERRUPTED,
         error_code="interrupted",
         error="The generation stopped without finishing (the server restarted or crashed).",
@@ -126,6 +140,7 @@ async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
             f"{settings.CHAT_MAX_MESSAGE_CHARS}.",
             400,
         )
+    lifecycle.check_accepting()
     await limits.check(user_id)
     conversation = None
     if data.conversation_id is not None:
@@ -182,6 +197,7 @@ async def prepare_ollama_request(
     user_id: int, endpoint: Literal["chat", "generate"], body: dict[str, Any]
 ) -> GenerationPlan:
     """A request of the Ollama-compatible proxy: the client's own messages and options."""
+    lifecycle.check_accepting()
     await limits.check(user_id)
     model = body["model"]
     host = await _pick_host(model)
@@ -259,12 +275,44 @@ async def _recent_history(conversation: Conversation, exchanges: int) -> list[Pa
 
 # --------------------------------------------------------------------------- generating
 
+# Anything that is neither Ollama's nor the gate's failure, as the client and the row see it.
+INTERNAL_FAILURE = (
+    "internal_error",
+    "The server failed while generating; what was generated is kept.",
+    500,
+    None,
+)
+DATABASE_FAILURE = (
+    "database_unavailable",
+    "The database is unavailable; retry in a moment (what was generated is kept).",
+    503,
+    5,
+)
+GATE_UNAVAILABLE = (
+    "queue_unavailable",
+    "The generation queue is unreachable; retry in a moment.",
+    503,
+    5,
+)
+REDIS_FAILURE = (
+    "redis_unavailable",
+    "Redis is unreachable; retry in a moment.",
+    503,
+    5,
+)
+# Final saves that fail (the database is down) are retried in the background this long.
+SAVE_RETRY_SECONDS = 120.0
+
 
 class _Reply:
-    """The assistant message being written: throttled flushes, one final save."""
+    """The assistant message being written: throttled flushes, one final save.
 
-    def __init__(self, message: Message) -> None:
-        self.message = message
+    A flush that fails (the database is briefly away) is skipped: the text stays here and the
+    next flush or the final save writes it."""
+
+    def __init__(self, message_id: int, conversation_id: Any) -> None:
+        self.message_id = message_id
+        self.conversation_id = conversation_id
         self.parts: list[str] = []
         self.length = 0
         self._flushed_length = 0
@@ -288,34 +336,98 @@ class _Reply:
         ):
             return
         self._last_flush = now
-        self._flushed_length = self.length
-        await Message.objects.filter(pk=self.message.pk).aupdate(
-            content=self.content, updated_at=timezone.now()
-        )
+        length = self.length
+        try:
+            await database.run(_save_content, self.message_id, self.content)
+        except DatabaseError:
+            logger.warning("could not save a streaming reply; the final save will", exc_info=True)
+            return
+        self._flushed_length = length
 
     async def finish(self, status: str, **fields: Any) -> None:
-        now = timezone.now()
-        await Message.objects.filter(pk=self.message.pk).aupdate(
-            content=self.content, status=status, completed_at=now, updated_at=now, **fields
+        """The final save; if the database is away, retried in the background until it is back
+        (the client has its event already, and the text is kept in memory meanwhile)."""
+        args = (self.message_id, self.conversation_id, status, self.content, fields)
+        try:
+            await database.run(_save_final, *args)
+        except DatabaseError:
+            logger.warning("could not save a finished reply; retrying", exc_info=True)
+            _keep(asyncio.get_running_loop().create_task(_save_final_later(*args)))
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _keep(task: asyncio.Task[Any]) -> None:
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _save_final_later(*args: Any) -> None:
+    deadline = time.monotonic() + SAVE_RETRY_SECONDS
+    delay = 0.2
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await database.run_detached(_save_final, *args)
+            return
+        except DatabaseError:
+            if time.monotonic() > deadline:
+                logger.error("gave up saving reply %s; the stale sweep will mark it", args[0])
+                return
+            delay = min(delay * 2, 5.0)
+
+
+def _save_content(message_id: int, content: str) -> None:
+    Message.objects.filter(pk=message_id).update(content=content, updated_at=timezone.now())
+
+
+def _save_final(
+    message_id: int, conversation_id: Any, status: str, content: str, fields: dict[str, Any]
+) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        # Only a reply still streaming: one the sweep already marked interrupted is not undone.
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+            content=content, status=status, completed_at=now, updated_at=now, **fields
         )
-        await Conversation.objects.filter(pk=self.message.conversation_id).aupdate(updated_at=now)
+        Conversation.objects.filter(pk=conversation_id).update(updated_at=now)
+
+
+def failure_of(exc: BaseException) -> tuple[str, str, int, int | None]:
+    """(code, detail, HTTP status, Retry-After) of any exception, for the client."""
+    if isinstance(exc, OllamaError):
+        return exc.code, str(exc), exc.http_status, retry_after_seconds(exc)
+    if isinstance(exc, GateLost):
+        return "gate_lost", str(exc), 503, 5
+    if isinstance(exc, GateError):
+        return GATE_UNAVAILABLE
+    if isinstance(exc, RedisError):
+        return REDIS_FAILURE
+    if isinstance(exc, OperationalError | InterfaceError):  # not a bad query: the database is away
+        return DATABASE_FAILURE
+    return INTERNAL_FAILURE
 
 
 async def generate(plan: GenerationPlan) -> AsyncIterator[Event]:
     """Run one generation: save, queue, stream, save. See DESIGN.md, "The core idea".
 
     Cancelling the task that iterates, or closing this iterator, closes the upstream response
-    (Ollama stops) and saves the partial reply as `cancelled`; whoever cancelled reports it.
+    (Ollama stops) and saves the partial reply as `cancelled` (`interrupted` when the server is
+    shutting down); whoever cancelled reports it. Every other failure ends with a `Failed`
+    event and a saved `failed` row: nothing escapes to the transport.
     """
+    with lifecycle.tracked():
+        async for event in _generate(plan):
+            yield event
+
+
+async def _generate(plan: GenerationPlan) -> AsyncIterator[Event]:
     gate = hosts.get_gate()
     try:
         reservation = await gate.reserve(plan.host).__aenter__()
     except GateFull as exc:
-        # Refused before anything was saved: the client can simply retry later. A conversation
-        # created just for this request (a WebSocket needs its id early) goes too.
-        if plan.created_conversation and not await plan.conversation.messages.aexists():
-            await plan.conversation.adelete()
-            plan.conversation = None
+        # Refused before anything was saved: the client can simply retry later.
         yield Failed(
             "queue_full",
             f"The server is busy: the queue for this model is full. Retry in "
@@ -324,29 +436,39 @@ async def generate(plan: GenerationPlan) -> AsyncIterator[Event]:
             retry_after=exc.retry_after_seconds,
         )
         return
+    except Exception as exc:
+        logger.warning("could not join the generation queue: %s", exc)
+        code, detail, status, retry_after = (
+            GATE_UNAVAILABLE if isinstance(exc, RedisError) else failure_of(exc)
+        )
+        yield Failed(code, detail, status, retry_after=retry_after)
+        return
 
     reply: _Reply | None = None
+    failure: tuple[str, str, int, int | None] | None = None
     try:
-        conversation, user_message = await _save_user_message(plan)
-        yield Accepted(str(conversation.pk), user_message.pk, plan.model, tuple(plan.attachments))
+        user_message_id = await database.run(_save_user_message, plan)
+        yield Accepted(
+            str(plan.conversation_pk), user_message_id, plan.model, tuple(plan.attachments)
+        )
         async for position in reservation.positions():
             yield Queued(position)
 
         before = await asnapshot()
-        assistant = await Message.objects.acreate(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            model=plan.model,
-            options=plan.ollama_options,
-            ollama_host=plan.host,
-            queue_wait=reservation.queue_wait_seconds,
-            in_flight_at_start=reservation.in_flight_at_start,
+        reply = _Reply(
+            await database.run(
+                _create_reply,
+                plan,
+                Message.Status.STREAMING,
+                queue_wait=reservation.queue_wait_seconds,
+                in_flight_at_start=reservation.in_flight_at_start,
+                process=lifecycle.process_id(),
+            ),
+            plan.conversation_pk,
         )
-        reply = _Reply(assistant)
         yield Started(
-            assistant.pk,
-            str(conversation.pk),
+            reply.message_id,
+            str(plan.conversation_pk),
             plan.model,
             plan.host,
             reservation.queue_wait_seconds,
@@ -369,19 +491,16 @@ async def generate(plan: GenerationPlan) -> AsyncIterator[Event]:
                 if chunk.done:
                     final = chunk
         after = await asnapshot()
-    except OllamaError as exc:
-        failure = (exc.code, str(exc), exc.http_status, retry_after_seconds(exc))
-    except GateError as exc:
-        failure = ("gate_lost", str(exc), 503, None)
     except (asyncio.CancelledError, GeneratorExit):
-        if reply is not None:
-            await asyncio.shield(reply.finish(Message.Status.CANCELLED))
+        await asyncio.shield(_save_cancelled(plan, reply))
         raise
-    else:
-        failure = None
+    except Exception as exc:
+        if not isinstance(exc, OllamaError | GateError):
+            logger.exception("generation failed")
+        failure = failure_of(exc)
     finally:
         # Released before the final save: the next request in the queue need not wait for it.
-        await asyncio.shield(reservation.__aexit__(None, None, None))
+        await asyncio.shield(_release(reservation))
 
     if failure is not None:
         yield await _fail(plan, reply, *failure)
@@ -412,7 +531,35 @@ async def generate(plan: GenerationPlan) -> AsyncIterator[Event]:
         model=plan.model,
         resources=resources,
     )
-    yield Done(reply.message.pk, reply.content, metrics, final.raw if final else {})
+    yield Done(reply.message_id, reply.content, metrics, final.raw if final else {})
+
+
+async def _release(reservation: Any) -> None:
+    try:
+        await reservation.__aexit__(None, None, None)
+    except Exception:  # a slot that cannot be released comes back when its lease expires
+        logger.warning("could not release a gate slot", exc_info=True)
+
+
+async def _save_cancelled(plan: GenerationPlan, reply: _Reply | None) -> None:
+    """A cancelled generation keeps what it wrote: `cancelled` when a client stopped it,
+    `interrupted` when the server is stopping. A user message saved while still queued gets
+    that empty reply too, so that no question is left without an answer row."""
+    if lifecycle.interrupting():
+        status, fields = (
+            Message.Status.INTERRUPTED,
+            {"error_code": "interrupted", "error": lifecycle.INTERRUPTED_DETAIL},
+        )
+    else:
+        status, fields = Message.Status.CANCELLED, {}
+    try:
+        if reply is None:
+            if plan.saved:
+                await database.run(_create_reply, plan, status, completed=True, **fields)
+            return
+        await reply.finish(status, **fields)
+    except Exception:
+        logger.warning("could not save a cancelled reply", exc_info=True)
 
 
 def _open_stream(plan: GenerationPlan):
@@ -423,27 +570,42 @@ def _open_stream(plan: GenerationPlan):
     return client.chat(plan.model, plan.ollama_messages, options=options, **plan.ollama_extra)
 
 
-async def ensure_conversation(plan: GenerationPlan) -> Conversation:
-    """Create the plan's new conversation now, for transports that need its id up front."""
-    if plan.conversation is None:
-        plan.conversation = await Conversation.objects.acreate(
-            owner_id=plan.user_id, **plan.new_conversation
+def _save_user_message(plan: GenerationPlan) -> int:
+    """The conversation (a new one with its id chosen up front) and the user message, in one
+    transaction: a failure leaves neither, so no conversation is ever empty."""
+    now = timezone.now()
+    with transaction.atomic():
+        if plan.conversation is None:
+            Conversation.objects.create(
+                pk=plan.conversation_pk, owner_id=plan.user_id, **plan.new_conversation
+            )
+        else:
+            Conversation.objects.filter(pk=plan.conversation_pk).update(updated_at=now)
+        message = Message.objects.create(
+            conversation_id=plan.conversation_pk,
+            role=Message.Role.USER,
+            content=plan.user_content,
+            model=plan.model,
+            attachments=plan.attachments,
         )
-        plan.created_conversation = True
-    return plan.conversation
+    plan.saved = True
+    return message.pk
 
 
-async def _save_user_message(plan: GenerationPlan) -> tuple[Conversation, Message]:
-    conversation = await ensure_conversation(plan)
-    message = await Message.objects.acreate(
-        conversation=conversation,
-        role=Message.Role.USER,
-        content=plan.user_content,
+def _create_reply(
+    plan: GenerationPlan, status: str, *, completed: bool = False, **fields: Any
+) -> int:
+    now = timezone.now()
+    return Message.objects.create(
+        conversation_id=plan.conversation_pk,
+        role=Message.Role.ASSISTANT,
+        status=status,
         model=plan.model,
-        attachments=plan.attachments,
-    )
-    await Conversation.objects.filter(pk=conversation.pk).aupdate(updated_at=timezone.now())
-    return conversation, message
+        options=plan.ollama_options,
+        ollama_host=plan.host,
+        completed_at=now if completed else None,
+        **fields,
+    ).pk
 
 
 async def _fail(
@@ -456,24 +618,22 @@ async def _fail(
 ) -> Failed:
     # The reply row records the failure (and any text already generated) so that the
     # conversation shows what happened; nothing generated is dropped.
-    if reply is None and plan.conversation is not None:
-        message = await Message.objects.acreate(
-            conversation=plan.conversation,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            model=plan.model,
-            ollama_host=plan.host,
-        )
-        reply = _Reply(message)
-    if reply is not None:
-        await asyncio.shield(
-            reply.finish(Message.Status.FAILED, error_code=code, error=detail[:2000])
-        )
+    fields = {"error_code": code, "error": detail[:2000]}
+    message_id = reply.message_id if reply else None
+    try:
+        if reply is not None:
+            await asyncio.shield(reply.finish(Message.Status.FAILED, **fields))
+        elif plan.saved:
+            message_id = await database.run(
+                _create_reply, plan, Message.Status.FAILED, completed=True, **fields
+            )
+    except Exception:  # the database is down too: the client still hears why
+        logger.warning("could not save a failed reply", exc_info=True)
     return Failed(
         code,
         detail,
         status,
-        message_id=reply.message.pk if reply else None,
+        message_id=message_id,
         retry_after=retry_after,
         content=reply.content if reply else "",
     )

@@ -1,6 +1,7 @@
 """ASGI entry point served by Daphne: Django for HTTP, Channels consumers for WebSockets."""
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -21,3 +22,9 @@ application = ProtocolTypeRouter(
         "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+if "twisted.internet.reactor" in sys.modules:
+    # Served by Daphne: beat, and drain generations on SIGTERM (see chat/lifecycle.py).
+    from chat import lifecycle
+
+    lifecycle.install_daphne_hooks()

@@ -1,10 +1,17 @@
-"""The embedded channel layer: Channels' in-memory layer with a bounded cost per message."""
+"""The channel layers: Channels' in-memory one with a bounded cost per message (embedded), and
+channels-redis with receives that survive a Redis restart (full stack)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
+import channels_redis.core
 from channels import layers
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
 
 
 class InMemoryChannelLayer(layers.InMemoryChannelLayer):
@@ -25,3 +32,31 @@ class InMemoryChannelLayer(layers.InMemoryChannelLayer):
             return
         self._next_clean = now + self.clean_interval
         super()._clean_expired()
+
+
+class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
+    """channels-redis, with receives that outlive a Redis restart.
+
+    A receive that fails (Redis stopped, a connection reset) raises into the consumer, which
+    Channels then closes with 1011: every socket of the process would drop at a Redis blip.
+    Here it waits and tries again; sends still fail fast, so that callers can report them.
+    Groups live in Redis and do not survive its restart: consumers join theirs again
+    (chat.consumers).
+    """
+
+    retry_max_delay = 2.0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = 0  # receives that failed and were retried, for tests and logs
+
+    async def receive(self, channel):
+        delay = 0.05
+        while True:
+            try:
+                return await super().receive(channel)
+            except (RedisError, OSError) as error:
+                self.failures += 1
+                logger.warning("channel layer receive failed (%s); retrying", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_delay)

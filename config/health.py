@@ -11,6 +11,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
+from chat import lifecycle
+
 CHECK_TIMEOUT_SECONDS = 3.0
 
 
@@ -77,5 +79,7 @@ async def ready(request):
         await asyncio.gather(*(_run(name, check) for name, check in READINESS_CHECKS.items()))
     )
     failing = [name for name, result in results.items() if not result["ok"]]
+    if not lifecycle.accepting():
+        failing.append("shutting_down")  # a load balancer sends new work elsewhere
     body = {"status": "unavailable" if failing else "ready", "failing": failing, "checks": results}
     return JsonResponse(body, status=503 if failing else 200)

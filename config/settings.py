@@ -114,16 +114,38 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 
 DATABASE_URL = env.str("DATABASE_URL")
+# PostgreSQL connections per process, from psycopg's pool (0: no pool, e.g. behind PgBouncer in
+# transaction mode, which pools itself). Generations hand their connection back after every
+# step, so a handful serve hundreds of concurrent replies (see config/database.py).
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", 8, minimum=0, maximum=1000)
+DB_POOL_TIMEOUT = env.float("DB_POOL_TIMEOUT", 10.0, minimum=0.1)
+# Threads that run the database work of generations (bounded; see config/database.py).
+DB_ASYNC_THREADS = env.int("DB_ASYNC_THREADS", max(1, min(4, DB_POOL_MAX_SIZE or 4)), minimum=1)
 if DATABASE_URL:
     try:
         _database = dj_database_url.parse(
             DATABASE_URL,
-            # Persistent connections are unsafe under ASGI (Django's docs): default 0.
+            # Persistent connections are unsafe under ASGI (Django's docs): default 0. With
+            # the pool, closing a connection hands it back to the pool.
             conn_max_age=env.int("DB_CONN_MAX_AGE", 0, minimum=0),
             conn_health_checks=True,
         )
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if _database["ENGINE"] == "django.db.backends.postgresql":
+        _options = _database.setdefault("OPTIONS", {})
+        if DB_POOL_MAX_SIZE:
+            if _database.get("CONN_MAX_AGE"):
+                raise ImproperlyConfigured("DB_CONN_MAX_AGE must be 0 with the connection pool")
+            _options["pool"] = {
+                "min_size": 1,
+                "max_size": DB_POOL_MAX_SIZE,
+                # Health checks (conn_health_checks) make the pool test a connection before
+                # handing it out: one broken by a database restart is replaced, not used.
+                "timeout": DB_POOL_TIMEOUT,
+            }
+        # Behind PgBouncer in transaction mode: no server-side cursors, no prepared statements.
+        _database["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_DISABLE_SERVER_SIDE_CURSORS", False)
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
@@ -147,15 +169,35 @@ REDIS_URL = env.str("REDIS_URL")
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
 
+# Every Redis client: a read timeout longer than channels-redis' 5 s blocking pop (redis-py's
+# default of 5 s equals it, so an idle socket's receive timed out and closed it with 1011),
+# keepalive, and a health check of a pooled connection idle for a while, so that the first
+# command after a Redis restart reconnects instead of failing.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", 15.0, minimum=6.0)
+REDIS_CLIENT_OPTIONS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
+    "retry_on_timeout": True,
+}
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+            "BACKEND": "config.channel_layers.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, **REDIS_CLIENT_OPTIONS}],
+                "capacity": 1000,
+                "expiry": 60,
+            },
         }
     }
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": dict(REDIS_CLIENT_OPTIONS),
+        }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "config.channel_layers.InMemoryChannelLayer"}}
@@ -237,6 +279,7 @@ REST_FRAMEWORK = {
         "login_account": LOGIN_RATE_PER_ACCOUNT,
     },
     "NUM_PROXIES": env.int("NUM_PROXIES", 0, minimum=0),
+    "EXCEPTION_HANDLER": "config.exceptions.exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -327,13 +370,20 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1)
 CHAT_CONTEXT_EXCHANGES = env.int("CHAT_CONTEXT_EXCHANGES", 5, minimum=0)
 CHAT_FLUSH_INTERVAL = env.float("CHAT_FLUSH_INTERVAL", 0.5, minimum=0.05)
 CHAT_STALE_STREAMING_SECONDS = env.int("CHAT_STALE_STREAMING_SECONDS", 900, minimum=60)
+# Each web process beats every this many seconds; one silent for three beats is dead and its
+# replies become `interrupted` (chat/lifecycle.py).
+CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", 2.0, minimum=0.1, maximum=60.0)
+# On SIGTERM: seconds running generations may take to finish before they are interrupted.
+CHAT_SHUTDOWN_GRACE_SECONDS = env.float("CHAT_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0)
 # Per user, on every transport (0: no limit).
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", 30, minimum=0)
 CHAT_MAX_GENERATIONS_PER_USER = env.int("CHAT_MAX_GENERATIONS_PER_USER", 3, minimum=0)
+# A backstop for the web processes' own sweeps: it also finds the replies of a web tier that
+# died entirely.
 CELERY_BEAT_SCHEDULE["chat-mark-interrupted"] = {
     "task": "chat.mark_interrupted",
-    "schedule": 60.0,
-    "options": {"expires": 55},
+    "schedule": 10.0,
+    "options": {"expires": 9},
 }
 
 # --- Uploads --------------------------------------------------------------------------------
