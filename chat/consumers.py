@@ -341,10 +341,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _send_text(self, conversation_id: str, message_id: int, text: str, offset: int):
         """Send `text` (which starts at `offset`), skipping what this socket already sent."""
         key = (conversation_id, message_id)
+        if key in self._finished:
+            return  # a late frame (Redis delivered it after a catch-up reported the end)
         self._heard_at[key] = time.monotonic()
-        sent = self._sent_upto.get(key)
-        if sent is None:
-            sent = offset
+        # A socket that missed chat.started (or joined mid-stream) still gets the whole text.
+        sent = self._sent_upto.get(key, 0)
         end = offset + len(text)
         if end <= sent:
             return
@@ -400,8 +401,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def chat_started(self, event: dict) -> None:
         key = (event["conversation"], event["message"])
-        if key in self._sent_upto:
-            return  # a resume already announced it
+        if key in self._sent_upto or key in self._finished:
+            return  # a resume already announced it, or the end is already reported
         self._sent_upto[key] = 0
         await self.send_json(event)
 
@@ -416,6 +417,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         key = (frame["conversation"], frame.get("message"))
         if key in self._finished:
             return
+        length = frame.get("length")
+        if isinstance(length, int) and self._sent_upto.get(key, 0) < length:
+            # Frames were lost on the way (a restarted Redis, a full channel): the reply is
+            # saved before its end is published, so the rest is read back.
+            await self._send_text(key[0], key[1], "", length)
         self._finished.add(key)
         self._sent_upto.pop(key, None)
         self._heard_at.pop(key, None)

@@ -19,6 +19,8 @@ import logging
 import os
 import signal
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -47,7 +49,7 @@ class _State:
         self.draining = False  # cancellations are interruptions from now on
         self.active: dict[object, asyncio.Task[Any]] = {}
         self.changed: asyncio.Event | None = None
-        self.beat_task: asyncio.Task[None] | None = None
+        self.heart: _Heart | None = None
         self.shutdown_task: asyncio.Task[None] | None = None
         self.start_task: asyncio.Task[None] | None = None
         self.urgent_task: asyncio.Task[None] | None = None
@@ -102,8 +104,8 @@ def running_generations() -> int:
 def process_id() -> uuid.UUID | None:
     """The id that replies are tagged with, while this process beats (None otherwise: such a
     reply is found only by the slow sweep of `CHAT_STALE_STREAMING_SECONDS`)."""
-    task = _state.beat_task
-    return PROCESS_ID if task is not None and not task.done() else None
+    heart = _state.heart
+    return PROCESS_ID if heart is not None and heart.is_alive() else None
 
 
 # --------------------------------------------------------------------------- heartbeat
@@ -177,36 +179,75 @@ async def announce_interrupted(swept: list[tuple[str, int]]) -> None:
             logger.warning("could not announce an interrupted reply", exc_info=True)
 
 
-async def _beat_forever() -> None:
-    while True:
+class _Heart(threading.Thread):
+    """Beats on a thread of its own: a busy event loop or busy database threads must not make
+    a live process look dead to the others.
+
+    It sweeps only after beating on time for longer than a process needs to be declared dead:
+    after the database or this process stalled, the others get the same chance to beat again
+    before anyone's replies are taken for a dead process's.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(name="web process heartbeat", daemon=True)
+        self.loop = loop
+        self.stopping = threading.Event()
+        self.interval = settings.CHAT_HEARTBEAT_SECONDS
+        self._streak_start: float | None = None
+        self._last_ok: float | None = None
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.tick()
+
+    def tick(self) -> None:
+        now = time.monotonic()
         try:
-            await database.run_detached(beat)
-            swept = await database.run_detached(sweep_dead_processes)
-            if swept:
-                logger.warning("marked %d replies of dead web processes interrupted", len(swept))
-                await announce_interrupted(swept)
-        except Exception:  # the database is down: beat again next time
+            beat()
+        except Exception:  # the database is away: beat again next time
             logger.warning("heartbeat failed", exc_info=True)
-        await asyncio.sleep(settings.CHAT_HEARTBEAT_SECONDS)
+            self._streak_start = None
+            return
+        finally:
+            database.release_connections()
+        if (
+            self._streak_start is None
+            or self._last_ok is None
+            or now - self._last_ok > 2 * self.interval
+        ):
+            self._streak_start = now
+        self._last_ok = now
+        if now - self._streak_start < (DEAD_AFTER_BEATS + 1) * self.interval:
+            return
+        try:
+            swept = sweep_dead_processes()
+        except Exception:
+            logger.warning("sweep of dead processes failed", exc_info=True)
+            return
+        finally:
+            database.release_connections()
+        if swept and not self.stopping.is_set():
+            logger.warning("marked %d replies of dead web processes interrupted", len(swept))
+            asyncio.run_coroutine_threadsafe(announce_interrupted(swept), self.loop)
 
 
 async def start() -> None:
-    """Start beating on the running loop (once per loop); the first beat is written first, so
-    that no live process ever takes this one's replies for a dead one's."""
-    task = _state.beat_task
-    if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+    """Start beating (once per process and loop); the first beat is written before this
+    returns, so that no live process ever takes this one's replies for a dead one's."""
+    heart = _state.heart
+    if heart is not None and heart.is_alive() and heart.loop is asyncio.get_running_loop():
         return
     _state.changed = asyncio.Event()
     await database.run_detached(beat)
-    _state.beat_task = asyncio.create_task(_beat_forever(), name="web process heartbeat")
+    _state.heart = _Heart(asyncio.get_running_loop())
+    _state.heart.start()
 
 
 async def stop_beating() -> None:
-    task, _state.beat_task = _state.beat_task, None
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    heart, _state.heart = _state.heart, None
+    if heart is not None:
+        heart.stopping.set()
+        await asyncio.to_thread(heart.join)
     with contextlib.suppress(Exception):
         await database.run_detached(lambda: WebProcess.objects.filter(pk=PROCESS_ID).delete())
 

@@ -69,6 +69,7 @@ def event_frame(conversation_id: str, event: Event) -> dict[str, Any] | None:
                 "type": "chat.done",
                 "conversation": conversation_id,
                 "message": event.message_id,
+                "length": len(event.content),
                 "metrics": event.metrics,
             }
         case Failed():
@@ -80,6 +81,7 @@ def event_frame(conversation_id: str, event: Event) -> dict[str, Any] | None:
             }
             if event.message_id is not None:
                 frame["message"] = event.message_id
+                frame["length"] = len(event.content)
             if event.retry_after is not None:
                 frame["retry_after"] = event.retry_after
             return frame

@@ -387,10 +387,11 @@ def _save_final(
 ) -> None:
     now = timezone.now()
     with transaction.atomic():
-        # Only a reply still streaming: one the sweep already marked interrupted is not undone.
-        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-            content=content, status=status, completed_at=now, updated_at=now, **fields
-        )
+        # A reply that another process's sweep took for a dead process's (this one stalled)
+        # is finished all the same: the generation did end, and its text is whole.
+        Message.objects.filter(
+            pk=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
+        ).update(content=content, status=status, completed_at=now, updated_at=now, **fields)
         Conversation.objects.filter(pk=conversation_id).update(updated_at=now)
 
 
@@ -410,7 +411,7 @@ def failure_of(exc: BaseException) -> tuple[str, str, int, int | None]:
 
 
 async def generate(plan: GenerationPlan) -> AsyncIterator[Event]:
-    """Run one generation: save, queue, stream, save. See DESIGN.md, "The core idea".
+    """Run one generation: save, queue, stream, save. See README.md, "One generation service".
 
     Cancelling the task that iterates, or closing this iterator, closes the upstream response
     (Ollama stops) and saves the partial reply as `cancelled` (`interrupted` when the server is

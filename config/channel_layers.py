@@ -8,6 +8,7 @@ import logging
 import time
 
 import channels_redis.core
+import redis.asyncio as aioredis
 from channels import layers
 from redis.exceptions import RedisError
 
@@ -45,6 +46,13 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     """
 
     retry_max_delay = 2.0
+
+    def create_pool(self, index):
+        # A pool that waits for a free connection: channels-redis' plain pool raises "Too many
+        # connections" once a burst of sends exceeds it, and the frames are lost.
+        host = dict(self.hosts[index])
+        address = host.pop("address")
+        return aioredis.BlockingConnectionPool.from_url(address, **host)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -10,6 +10,8 @@ Usage::
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import DEFAULT_RETRY_AFTER, Gate, GateError, GateFull, GateLost, GateStats, Reservation
 from .local import LocalGate
 from .redis_gate import RedisGate
@@ -35,6 +37,7 @@ def build_gate(
     *,
     lease_seconds: float = 30.0,
     key_prefix: str = "gate",
+    client_options: dict[str, Any] | None = None,
 ) -> Gate:
     """A :class:`RedisGate` shared by all processes if ``redis_url`` is set, else a
     :class:`LocalGate` for this process."""
@@ -45,5 +48,6 @@ def build_gate(
             max_queue=max_queue,
             lease_seconds=lease_seconds,
             key_prefix=key_prefix,
+            client_options=client_options,
         )
     return LocalGate(max_concurrency=max_concurrency, max_queue=max_queue)

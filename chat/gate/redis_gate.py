@@ -185,10 +185,24 @@ return {n, redis.call('ZCARD', queue)}
 class _Conn:
     """A client and its scripts, used on one event loop only."""
 
-    def __init__(self, url: str) -> None:
-        self.client: aioredis.Redis = aioredis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=5
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        # Every script is idempotent (tokens are the client's), so a retried call is safe;
+        # a health check replaces a pooled connection that a Redis restart broke.
+        # A pool that waits for a free connection rather than raising "Too many connections"
+        # when hundreds of waiters poll at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            **{
+                "socket_connect_timeout": 5,
+                "socket_timeout": 5,
+                "health_check_interval": 10,
+                "retry_on_timeout": True,
+                "max_connections": 100,
+                "timeout": 10,
+                **options,
+            },
         )
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.enter = self.client.register_script(_ENTER)
         self.poll = self.client.register_script(_POLL)
         self.release = self.client.register_script(_RELEASE)
@@ -210,6 +224,7 @@ class RedisGate:
         lease_seconds: float = 30.0,
         key_prefix: str = "gate",
         poll_interval: float = 0.05,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -218,6 +233,7 @@ class RedisGate:
         if lease_seconds <= 0 or poll_interval <= 0:
             raise ValueError("lease_seconds and poll_interval must be positive")
         self.redis_url = redis_url
+        self.client_options = dict(client_options or {})
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.lease_seconds = lease_seconds
@@ -237,7 +253,7 @@ class RedisGate:
         with self._conns_lock:
             conn = self._conns.get(loop)
             if conn is None:
-                conn = self._conns[loop] = _Conn(self.redis_url)
+                conn = self._conns[loop] = _Conn(self.redis_url, self.client_options)
             return conn
 
     def keys(self, host: str) -> list[str]:

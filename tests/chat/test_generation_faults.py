@@ -201,9 +201,7 @@ async def test_unexpected_errors_on_rest_are_json_not_html(auth_client, ollama, 
         raise RedisConnectionError("Connection refused")
 
     monkeypatch.setattr(services.limits, "check", limits_down)
-    response = await sync_to_async(auth_client.post)(
-        "/api/chat/", {"message": "hi"}, format="json"
-    )
+    response = await sync_to_async(auth_client.post)("/api/chat/", {"message": "hi"}, format="json")
     assert response.status_code == 503
     assert response["Content-Type"] == "application/json"
     assert response.json()["code"] == "redis_unavailable"

@@ -21,7 +21,12 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(autouse=True)
 def fresh_lifecycle(monkeypatch):
-    monkeypatch.setattr(lifecycle, "_state", lifecycle._State())
+    state = lifecycle._State()
+    monkeypatch.setattr(lifecycle, "_state", state)
+    yield
+    if state.heart is not None:
+        state.heart.stopping.set()
+        state.heart.join()
 
 
 def process(alive: bool) -> WebProcess:
@@ -191,3 +196,48 @@ def test_rest_chat_is_refused_while_shutting_down(auth_client, ollama, monkeypat
     assert response.json()["code"] == "shutting_down"
     assert response["Retry-After"] == "5"
     assert not Message.objects.exists()
+
+
+def test_a_heart_sweeps_only_after_beating_on_time_longer_than_death_takes(
+    user, settings, monkeypatch
+):
+    # After the database (or this process) stalled, every process gets the time to beat again
+    # before one of them takes another's replies for a dead process's.
+    settings.CHAT_HEARTBEAT_SECONDS = 1
+    conversation = Conversation.objects.create(owner=user)
+    other = process(alive=False)  # silent as seen from here: the database was just away
+    reply = streaming_reply(conversation, other.pk)
+    clock = [1000.0]
+    monkeypatch.setattr(lifecycle.time, "monotonic", lambda: clock[0])
+    heart = lifecycle._Heart(loop=None)  # type: ignore[arg-type]  # nothing to announce to
+
+    def status():
+        reply.refresh_from_db()
+        return reply.status
+
+    for _ in range(lifecycle.DEAD_AFTER_BEATS + 1):
+        heart.tick()
+        clock[0] += 1
+    assert status() == "streaming"
+
+    # A beat that failed (the database went away again) starts the streak over.
+    real_beat, down = lifecycle.beat, [True]
+
+    def beat():
+        if down[0]:
+            raise RuntimeError("the database is down")
+        real_beat()
+
+    monkeypatch.setattr(lifecycle, "beat", beat)
+    heart.tick()
+    down[0] = False
+    for _ in range(lifecycle.DEAD_AFTER_BEATS + 1):
+        clock[0] += 1
+        heart.tick()
+    assert status() == "streaming"
+
+    monkeypatch.setattr(lifecycle, "announce_interrupted", None)  # not called without a loop
+    clock[0] += 1
+    heart.stopping.set()  # a stopping heart marks but does not announce
+    heart.tick()
+    assert status() == "interrupted"

@@ -1,0 +1,69 @@
+"""`chat.stop` sent to one process cancels a generation running on the other, six times.
+
+The socket that started the chat receives `chat.cancelled`, the reply is saved `cancelled`,
+and the upstream request is closed (Ollama stops generating: the double sees the client hang
+up before its last token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chat.models import Message
+from tests.fullstack.clients import Chat, WsClient, of_type
+from tests.fullstack.harness import WAIT, wait_until
+
+pytestmark = [pytest.mark.fullstack, pytest.mark.integration, pytest.mark.redis]
+
+ROUNDS = 6
+SLOW_TOKENS = [f"t{i:03d} " for i in range(200)]  # 200 x 50 ms: 10 s if nothing stops it
+
+
+@pytest.mark.timeout(240)
+def test_stop_from_the_other_process(stack, double, user, headers):
+    double.script(tokens=SLOW_TOKENS, token_delay=0.05, times=None)
+    outcomes: list[int] = []
+
+    async def one_round(index: int) -> int:
+        # Rounds alternate: A on daphne1 and B on daphne2, then the other way round.
+        a_process, b_process = (0, 1) if index % 2 == 0 else (1, 0)
+        async with (
+            WsClient(stack.daphnes[a_process].ws_url, headers(user), f"A{index}") as a,
+            WsClient(stack.daphnes[b_process].ws_url, headers(user), f"B{index}") as b,
+        ):
+            chat = await Chat(a, f"round {index}: count slowly").send()
+            started = await chat.started()
+            await chat.first_token()
+            conversation = started["conversation"]
+            start = await b.send(type="chat.stop", conversation=conversation)
+            cancelled = await chat.wait_for(
+                of_type("chat.cancelled", conversation=conversation), "chat.cancelled"
+            )
+            errors = [f for f in b.frames[start:] if f["type"] == "chat.error"]
+            assert not errors, f"B was answered with {errors}"
+            assert cancelled["message"] == started["message"]
+            return started["message"]
+
+    async def scenario() -> None:
+        for index in range(ROUNDS):
+            outcomes.append(await one_round(index))
+
+    asyncio.run(scenario())
+
+    for message in outcomes:
+        reply = wait_until(
+            lambda m=message: (
+                Message.objects.filter(pk=m).exclude(status=Message.Status.STREAMING).first()
+            ),
+            f"final status of reply {message}",
+        )
+        assert reply.status == Message.Status.CANCELLED, (reply.status, reply.error_code)
+        assert 0 < len(reply.content) < len("".join(SLOW_TOKENS))
+    generations = double.generations
+    assert len(generations) == ROUNDS
+    assert double.wait_until(lambda: all(g.finished for g in generations), WAIT)
+    for generation in generations:
+        assert generation.client_disconnected, generation
+        assert not generation.completed, generation
