@@ -27,31 +27,43 @@ async def batches(source: AsyncIterator[T], max_batch: int = 512) -> AsyncIterat
         try:
             async for item in source:
                 await queue.put(item)
-        except Exception as exc:  # handed to the reader, which re-raises it
-            await queue.put(exc)
         finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(_END)
+            # Cancelled while waiting for room, the source is suspended at a yield: closed
+            # now, not whenever it is collected (generate() saves the partial reply then).
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def wake(_task: asyncio.Task) -> None:
+        # Wakes a reader waiting on an empty queue. When the queue is full the marker is not
+        # needed: the reader drains it, then finds it empty and the pump done (below). The end
+        # itself is the pump's outcome, which needs no room: it is never lost, however the pump
+        # ended (the source finished or failed, or the pump was cancelled by someone else, e.g.
+        # the shutdown interrupting the generations it tracks).
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(_END)
 
     task = asyncio.create_task(pump())
+    task.add_done_callback(wake)
     try:
         while True:
             batch: list[T] = []
-            item = await queue.get()
-            while True:
-                if item is _END:
-                    if batch:
-                        yield batch
-                    return
-                if isinstance(item, Exception):
-                    raise item
+            item = _END if queue.empty() and task.done() else await queue.get()
+            while item is not _END:
                 batch.append(item)
                 if queue.empty() or len(batch) >= max_batch:
                     break
                 item = queue.get_nowait()
-            yield batch
+            if batch:
+                yield batch
+            if item is _END:
+                # Every item has been delivered; the source's error, if any, is raised last.
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
+                return
     finally:
         if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            task.cancel()  # the reader went away: closes the upstream, saves the partial reply
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved (and dropped) if the reader left before the end

@@ -7,12 +7,18 @@ naming the variable, never fall back silently to a default.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# DRF's throttle rates ("30/min"): DRF reads only the period's first letter, and a letter it
+# does not know fails every throttled request (a KeyError, so a 500), not the start-up.
+_RATE = re.compile(
+    r"(?P<count>[0-9]+)/(?:s|sec|second|seconds|m|min|minute|minutes|h|hour|hours|d|day|days)"
+)
 
 
 class Env:
@@ -89,6 +95,18 @@ class Env:
             return default
         if value not in choices:
             raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    def rate(self, name: str, default: str) -> str:
+        """A throttle rate in DRF's syntax: a positive count per s, min, hour or day."""
+        value = self.raw(name)
+        if value is None:
+            value = default
+        match = _RATE.fullmatch(value)
+        if match is None or int(match["count"]) == 0:
+            raise ImproperlyConfigured(
+                f"{name}={value!r} must look like 30/min (a count per s, min, hour or day)"
+            )
         return value
 
     @staticmethod

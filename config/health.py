@@ -7,13 +7,12 @@ import time
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
 from chat import lifecycle
-
-CHECK_TIMEOUT_SECONDS = 3.0
 
 
 def _database() -> None:
@@ -55,11 +54,12 @@ READINESS_CHECKS = {
 
 
 async def _run(name: str, check) -> tuple[str, dict]:
+    timeout = settings.READY_CHECK_TIMEOUT  # read per request (deployments, tests)
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+        await asyncio.wait_for(check(), timeout)
     except TimeoutError:
-        result = {"ok": False, "error": f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"}
+        result = {"ok": False, "error": f"no answer within {timeout:g} s"}
     except Exception as exc:  # a readiness probe reports failures, it never raises
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     else:

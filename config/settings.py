@@ -174,6 +174,10 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 # keepalive, and a health check of a pooled connection idle for a while, so that the first
 # command after a Redis restart reconnects instead of failing.
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", 15.0, minimum=6.0)
+# Connections per pool (each process has a few: channel layer, gate, cache); a request for
+# one more waits up to REDIS_POOL_TIMEOUT seconds rather than failing.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", 100, minimum=2)
+REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", 10.0, minimum=0.1)
 REDIS_CLIENT_OPTIONS = {
     "socket_timeout": REDIS_SOCKET_TIMEOUT,
     "socket_connect_timeout": 5.0,
@@ -186,8 +190,19 @@ if REDIS_URL:
         "default": {
             "BACKEND": "config.channel_layers.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, **REDIS_CLIENT_OPTIONS}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                        "timeout": REDIS_POOL_TIMEOUT,  # the wait for a pooled connection
+                        **REDIS_CLIENT_OPTIONS,
+                    }
+                ],
                 "capacity": 1000,
+                # All of a process's sockets share one Redis list ("specific." channels): under
+                # a burst of a few hundred streams it holds thousands of frames, and a full one
+                # drops frames silently.
+                "channel_capacity": {"specific.*": 50_000},
                 "expiry": 60,
             },
         }
@@ -200,25 +215,40 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "config.channel_layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "config.channel_layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 1000},  # per socket; a full one drops frames silently
+        }
+    }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Celery ---------------------------------------------------------------------------------
 
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+    # The broker's Redis clients like every other: keepalive, a read timeout, health checks of
+    # idle pooled connections, a retry of a timed-out command.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = dict(REDIS_CLIENT_OPTIONS)
 else:
     # kombu's filesystem transport: a broker that needs no server, for the embedded mode.
+    # Every folder of it is named: kombu's default for the exchange tables (control_folder)
+    # is ./control, in whatever the current directory is.
     _celery_dir = VAR_DIR / "celery"
-    (_celery_dir / "queue").mkdir(parents=True, exist_ok=True)
+    for _folder in ("queue", "control"):
+        (_celery_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_celery_dir / "queue"),
         "data_folder_out": str(_celery_dir / "queue"),
+        "control_folder": str(_celery_dir / "control"),
         "store_processed": False,
     }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # a long Redis outage is a wait, not an exit
+# Celery 6's default; without it every reconnect logs a deprecation warning.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -248,8 +278,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # Per IP and per account, on the token endpoint and the login page.
-LOGIN_RATE_PER_IP = env.str("LOGIN_RATE_PER_IP", "30/min")
-LOGIN_RATE_PER_ACCOUNT = env.str("LOGIN_RATE_PER_ACCOUNT", "10/min")
+LOGIN_RATE_PER_IP = env.rate("LOGIN_RATE_PER_IP", "30/min")
+LOGIN_RATE_PER_ACCOUNT = env.rate("LOGIN_RATE_PER_ACCOUNT", "10/min")
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", 15, minimum=1)),
@@ -351,6 +381,11 @@ if PRODUCTION:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
 
+# --- Health ---------------------------------------------------------------------------------
+
+# Seconds each check of /ready (database, channel layer, Ollama) gets before it counts as down.
+READY_CHECK_TIMEOUT = env.float("READY_CHECK_TIMEOUT", 3.0, minimum=0.1)
+
 # --- Ollama and chat ------------------------------------------------------------------------
 
 OLLAMA_URLS = env.list("OLLAMA_URLS") or [env.str("OLLAMA_URL", "http://127.0.0.1:11434")]
@@ -394,16 +429,7 @@ UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
 # The total size of one user's files.
 UPLOAD_QUOTA_BYTES = env.int("UPLOAD_QUOTA_BYTES", 500 * 1024 * 1024, minimum=1)
 # Uploads per user, in DRF's rate syntax ("30/min", "100/hour").
-UPLOAD_RATE = env.str("UPLOAD_RATE", "30/min")
-_rate_count, _, _rate_period = UPLOAD_RATE.partition("/")
-if not (
-    _rate_count.isdigit()
-    and int(_rate_count) > 0
-    and _rate_period in {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
-):
-    raise ImproperlyConfigured(
-        f"UPLOAD_RATE={UPLOAD_RATE!r} must look like 30/min (a count per s, min, hour or day)"
-    )
+UPLOAD_RATE = env.rate("UPLOAD_RATE", "30/min")
 # Characters of an attached document's text put into a chat's context.
 ATTACHMENT_MAX_CHARS = env.int("ATTACHMENT_MAX_CHARS", 20_000, minimum=1)
 # Uploads inside a static folder would be served by WhiteNoise, bypassing owner checks and the

@@ -1,8 +1,8 @@
 """The chat stream benchmark runs end to end at tiny settings.
 
 Correctness only: every stream receives every token, the figures are there and positive and
-the ratios are computed. Nothing here looks at how fast anything was (see DESIGN/README: tests
-never assert a wall-clock time; the benchmark prints its figures).
+the ratios are computed. Nothing here looks at how fast anything was (tests never assert a
+wall-clock time, see README, `make test-under-load`; the benchmark prints its figures).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
-from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,6 +30,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DESKTOP = {"width": 1280, "height": 800}
+# How long any wait of a browser test (an action, a navigation, an `expect`) may take. Every
+# wait is for an event (an element, a state), so a passing run never waits this long; the bound
+# only ends a broken one. It is generous: on a loaded machine Chromium renders a page (ReDoc
+# and its whole schema, a reload and its WebSocket) many times slower than on an idle one, and
+# Playwright's own defaults (10 s here before, 5 s for `expect`) were missed.
+WAIT_MS = 60_000
 PHONE = {"width": 390, "height": 844}
 
 
@@ -37,6 +43,7 @@ PHONE = {"width": 390, "height": 844}
 def chromium() -> Browser:
     """One Chromium per module; the ORM is allowed beside Playwright's loop while it runs
     (up to the database flush that ends the module's last test)."""
+    expect.set_options(timeout=WAIT_MS)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with sync_playwright() as playwright:
@@ -55,7 +62,7 @@ def new_context(chromium):
     def make(**options) -> BrowserContext:
         options.setdefault("viewport", DESKTOP)
         context = chromium.new_context(**options)
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(WAIT_MS)
         contexts.append(context)
         return context
 

@@ -83,7 +83,7 @@ def test_full_queue(server, ollama_double, dead_ollama, new_context, user, make_
     )
     holder.start()
     try:
-        assert ollama_double.wait_until(lambda: ollama_double.in_flight == 1, timeout=5)
+        assert ollama_double.wait_until(lambda: ollama_double.in_flight == 1, timeout=60)
         page.fill("#prompt", "Me too")
         page.click("#send")
         banner = page.locator("#banner")

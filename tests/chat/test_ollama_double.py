@@ -315,6 +315,21 @@ def test_dropped_connection_after_n_tokens(ollama_double, http):
     assert gen.dropped and not gen.client_disconnected and not gen.completed
 
 
+def test_hold_after_pauses_the_stream_until_released(ollama_double, http):
+    held = ollama_double.script(reply="a b c d e f", hold_after=2)
+    with http.stream("POST", "/api/chat", json={"model": "llama3.2:3b", "messages": USER}) as r:
+        lines = r.iter_lines()
+        got = [json.loads(next(lines)) for _ in range(2)]
+        assert ollama_double.wait_until(lambda: ollama_double.last_generation.held, 60)
+        gen = ollama_double.last_generation
+        assert gen.tokens_sent == 2 and not gen.completed
+        ollama_double.release(held)
+        got += [json.loads(line) for line in lines]
+    assert "".join(g["message"]["content"] for g in got) == "a b c d e f"
+    assert got[-1]["done"] is True
+    assert not gen.held and gen.completed
+
+
 def test_client_hangup_is_detected_and_generation_stops(ollama_double, http):
     ollama_double.script(tokens=["x "] * 50, token_delay=0.4)
     with http.stream("POST", "/api/chat", json={"model": "llama3.2:3b", "messages": USER}) as r:

@@ -42,3 +42,20 @@ def test_lists_and_choices():
 def test_required_names_the_variable():
     with pytest.raises(ImproperlyConfigured, match="SECRET_KEY must be set"):
         Env({}).required("SECRET_KEY", "why")
+
+
+@pytest.mark.parametrize(
+    "value", ["30/min", "1/s", "10/sec", "5/second", "2/minutes", "100/hour", "3/hours", "1/day"]
+)
+def test_rates_in_drfs_syntax(value):
+    assert Env({"RATE": value}).rate("RATE", "1/min") == value
+    assert Env({}).rate("RATE", value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["30/fortnight", "30/week", "0/min", "-1/min", "30", "30 per minute", "30/ min", "x/min"],
+)
+def test_rates_drf_would_fail_on_are_refused_naming_the_variable(value):
+    with pytest.raises(ImproperlyConfigured, match=r"^LOGIN_RATE_PER_IP=.* must look like 30/min"):
+        Env({"LOGIN_RATE_PER_IP": value}).rate("LOGIN_RATE_PER_IP", "30/min")

@@ -1,7 +1,17 @@
+import asyncio
+
 import pytest
 from django.test import Client
 
 from config import health
+
+
+@pytest.fixture(autouse=True)
+def _generous_check_timeout(settings):
+    # The checks here answer, or fail, at once; on a loaded machine "at once" may exceed the
+    # production default of 3 s, so the bound is the test's own and generous (only a broken
+    # run would wait for it). The timeout itself is tested with a check that never answers.
+    settings.READY_CHECK_TIMEOUT = 60.0
 
 
 def test_health_needs_no_login_or_database():
@@ -52,6 +62,30 @@ def test_ready_names_the_failing_part(monkeypatch, ollama):
     body = response.json()
     assert body["failing"] == ["channel_layer"]
     assert "connection refused" in body["checks"]["channel_layer"]["error"]
+    assert body["checks"]["database"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_a_check_that_never_answers_is_cut_off_at_the_configured_timeout(monkeypatch, settings):
+    started = []
+
+    async def answers():
+        return None
+
+    async def never_answers():
+        started.append(True)
+        await asyncio.Event().wait()
+
+    monkeypatch.setitem(health.READINESS_CHECKS, "database", answers)
+    monkeypatch.setitem(health.READINESS_CHECKS, "channel_layer", answers)
+    monkeypatch.setitem(health.READINESS_CHECKS, "ollama", never_answers)
+    settings.READY_CHECK_TIMEOUT = 0.25  # the check never answers: no machine is too slow
+    response = Client().get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert started == [True]
+    assert body["failing"] == ["ollama"]
+    assert body["checks"]["ollama"]["error"] == "no answer within 0.25 s"
     assert body["checks"]["database"]["ok"] is True
 
 

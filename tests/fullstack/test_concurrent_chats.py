@@ -27,6 +27,7 @@ from tests.fullstack.clients import (
     reply_id,
 )
 from tests.fullstack.harness import DB_POOL_MAX_SIZE, ConnectionSampler, database_name
+from tests.support.live import ARTIFACTS
 
 pytestmark = [pytest.mark.fullstack, pytest.mark.integration, pytest.mark.redis]
 
@@ -54,6 +55,32 @@ def saved_replies(chats: list[Chat]) -> dict[str, int]:
     )
     statuses["no reply row"] = len(chats) - sum(statuses.values())
     return dict(statuses)
+
+
+def first_token_seconds(chat: Chat) -> float | None:
+    frames = chat.client.frames[chat.start :]
+    for frame, at in zip(frames, chat.client.times[chat.start :], strict=True):
+        if frame["type"] == "chat.token":
+            return at - chat.sent_at
+    return None
+
+
+def report_figures(chats: list[Chat], timeline: dict[str, float], peak: int) -> None:
+    """Printed and kept in artifacts/ for the record; never asserted (a loaded machine)."""
+    firsts = sorted(s for c in chats if (s := first_token_seconds(c)) is not None)
+    line = (
+        f"{len(chats)} concurrent chats: all ended after {timeline.get('all ended after')} s; "
+        f"first token after send p50 {firsts[len(firsts) // 2]:.3f} s, "
+        f"p95 {firsts[int(len(firsts) * 0.95)]:.3f} s (the double waits 0.02 s per token; "
+        f"the gate admits 64 at a time); PostgreSQL connections at the peak: {peak} "
+        f"(bound {CONNECTION_LIMIT})"
+        if firsts
+        else f"{len(chats)} concurrent chats: no token arrived"
+    )
+    print("\n" + line)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / "fullstack-figures.txt").open("a") as figures:
+        figures.write(line + "\n")
 
 
 @pytest.mark.timeout(300)
@@ -132,6 +159,7 @@ def test_concurrent_chats_over_both_processes(stack, double, make_users, headers
             f"(limit 2 x {DB_POOL_MAX_SIZE} + 6 = {CONNECTION_LIMIT})"
         )
     counts = [n for _, n in sampler.samples]
+    report_figures(chats, timeline, sampler.peak)
     assert not findings, "\n".join(findings) + (
         f"\n(timeline {timeline}; connections: peak {sampler.peak}, "
         f"{len(counts)} samples, every 10th: {counts[::10][:60]})"

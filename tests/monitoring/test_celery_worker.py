@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 from channels_redis.core import RedisChannelLayer
+from django.conf import settings
 from django.utils import timezone
 
 from config.celery import app as celery_app
@@ -39,10 +40,17 @@ REDIS_URL = os.environ.get("MONITORING_REDIS_TEST_URL", "redis://127.0.0.1:6379/
 DEADLINE = 90.0  # only a failing run waits this long; a loaded machine starts workers slowly
 
 
+def redis_options() -> dict:
+    """The app's Redis client options (config/settings.py), for the test's own clients too:
+    redis-py's default read timeout (5 s) equals channels-redis' blocking pop (5 s), so a
+    receive that waits longer than that for a slow worker failed with a TimeoutError."""
+    return dict(settings.REDIS_CLIENT_OPTIONS)
+
+
 @pytest.fixture
 def clean_redis():
     try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client = redis.Redis.from_url(REDIS_URL, **redis_options())
         client.ping()
     except redis.RedisError as error:
         pytest.skip(f"Redis unreachable at {REDIS_URL} (MONITORING_REDIS_TEST_URL): {error}")
@@ -95,7 +103,7 @@ class Worker:
             return None if process is None else process.returncode
         process.send_signal(signal.SIGTERM)  # warm shutdown: finish the task in hand
         try:
-            return process.wait(timeout=15)
+            return process.wait(timeout=DEADLINE)  # a loaded machine shuts down slowly too
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)  # the worker and its pool children only
             process.wait()
@@ -122,7 +130,7 @@ def send(task, queue: str, **kwargs) -> str:
 
 
 async def _sample_and_listen(queue: str, host: str, worker: Worker) -> tuple[str, dict]:
-    layer = RedisChannelLayer(hosts=[REDIS_URL])
+    layer = RedisChannelLayer(hosts=[{"address": REDIS_URL, **redis_options()}])
     channel = await layer.new_channel()
     await layer.group_add(services.GROUP, channel)
     # One receive, never cancelled while it waits (a cancelled receive may drop a message);

@@ -24,8 +24,9 @@ MiB = 1024 * 1024
 
 
 def test_real_host_readings_are_plausible():
-    probe = HostProbe()
-    time.sleep(0.12)  # past min_cpu_interval, so this first probe has a CPU figure
+    now = [100.0]
+    probe = HostProbe(clock=lambda: now[0])
+    now[0] += 1.0  # past min_cpu_interval, so this first probe has a CPU figure
     report = probe.probe()
 
     assert report.hostname == socket.gethostname()
@@ -341,7 +342,7 @@ def test_real_process_named_ollama_is_found(sleeper, tmp_path):
     fake_binary = tmp_path / "ollama"
     fake_binary.symlink_to(sys.executable)  # the kernel names the process after this path
     proc = sleeper([str(fake_binary), "-c", SLEEP])
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # only a failing run waits this long
     while True:
         found, _ = find_ollama_processes()
         mine = [p for p in found if p.pid == proc.pid]

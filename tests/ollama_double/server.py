@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -294,12 +294,15 @@ class Script:
     error_after: int | None = None
     error_message: str = DEFAULT_STREAM_ERROR
     drop_after: int | None = None
+    hold_after: int | None = None
     status: int | None = None
     status_error: str | None = None
     model: str | None = None
     path: str | None = None
     times: int | None = 1
     used: int = 0
+    released: bool = False  # release() was called: holds no more
+    holding: list[asyncio.Event] = field(default_factory=list, repr=False)  # double's loop
 
     def matches(self, path: str, model: str | None) -> bool:
         if self.path is None:
@@ -346,6 +349,7 @@ class Generation:
     client_disconnected: bool = False  # the client hung up before the end
     dropped: bool = False  # the double aborted the connection (script drop_after)
     error: str | None = None  # mid-stream error sent (script error_after)
+    held: bool = False  # paused right now by the script's hold_after, until release()
     arrived_at: float = 0.0  # time.monotonic()
     started_at: float | None = None  # got a slot
     first_token_at: float | None = None
@@ -655,6 +659,7 @@ class OllamaDouble:
         error_after: int | None = None,
         error_message: str = DEFAULT_STREAM_ERROR,
         drop_after: int | None = None,
+        hold_after: int | None = None,
         status: int | None = None,
         status_error: str | None = None,
         model: str | None = None,
@@ -668,7 +673,9 @@ class OllamaDouble:
         and against `model` when given. A script applies `times` times (None: until `reset()`).
         `tokens` wins over `reply` (which is split with `tokenize`). `error_after=N` writes an
         `{"error": error_message}` line after N tokens (status 200, no `done`); `drop_after=N`
-        aborts the connection after N tokens; `status` answers at once with that status and
+        aborts the connection after N tokens; `hold_after=N` pauses the stream after N tokens
+        until `release(script)` (a generation caught mid-reply whatever the machine's speed:
+        no race against a token delay); `status` answers at once with that status and
         `{"error": status_error or Ollama's usual message}`. Delays are seconds.
         """
         new = Script(
@@ -682,6 +689,7 @@ class OllamaDouble:
             error_after=error_after,
             error_message=error_message,
             drop_after=drop_after,
+            hold_after=hold_after,
             status=status,
             status_error=status_error,
             model=full_name(model) if model else None,
@@ -691,6 +699,17 @@ class OllamaDouble:
         with self._changed:
             self._scripts.append(new)
         return new
+
+    def release(self, script: Script) -> None:
+        """Let the generations paused by `script`'s `hold_after` go on, and those that reach it
+        later pass it (any thread)."""
+        with self._changed:
+            script.released = True
+            events = list(script.holding)
+        loop = self._loop
+        if loop is not None:
+            for event in events:
+                loop.call_soon_threadsafe(event.set)
 
     def configure(self, **changes: Any) -> None:
         """Change persistent settings (see `Settings`) until the next `reset()`."""
@@ -1327,6 +1346,23 @@ class OllamaDouble:
                 self._changed.notify_all()
             self._release(spec.name)
 
+    async def _hold(self, script: Script, gen: Generation) -> None:
+        """Pause a generation until `release(script)`; a client that leaves still ends it."""
+        event = asyncio.Event()
+        with self._changed:
+            if script.released:
+                return
+            script.holding.append(event)
+            gen.held = True
+            self._changed.notify_all()
+        try:
+            await event.wait()
+        finally:
+            with self._changed:
+                script.holding.remove(event)
+                gen.held = False
+                self._changed.notify_all()
+
     async def _run_generation(
         self,
         request: web.Request,
@@ -1445,6 +1481,8 @@ class OllamaDouble:
                 return await fail_midstream()
             if script.drop_after is not None and sent >= script.drop_after:
                 return await drop()
+            if script.hold_after is not None and sent == script.hold_after:
+                await self._hold(script, gen)
             await asyncio.sleep(token_delay)
             (content_parts if fld == "content" else thinking_parts).append(text)
             if resp is not None:
