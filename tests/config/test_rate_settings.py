@@ -3,29 +3,18 @@ cannot parse would otherwise answer every throttled request with a 500."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+from tests.support.settings_process import django_shell
+
 RATES = ("LOGIN_RATE_PER_IP", "LOGIN_RATE_PER_ACCOUNT", "UPLOAD_RATE")
 PRINT = "from django.conf import settings as s; print(" + ", ".join(f"s.{n}" for n in RATES) + ")"
 
 
 def shell(tmp_path, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k not in {*RATES, "DATABASE_URL"}}
-    environ.update({"VAR_DIR": str(tmp_path), **env})
-    return subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", PRINT],
-        cwd=BASE_DIR,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return django_shell(PRINT, tmp_path, unset=RATES, **env)
 
 
 def test_defaults_and_values_from_the_environment(tmp_path):

@@ -404,3 +404,39 @@ class SseClient(_Recorder):
             self.task.cancel()
             with contextlib.suppress(BaseException):
                 await self.task
+
+
+async def through_outage(
+    chats: list[Chat],
+    streams: list[SseClient],
+    sockets: list[WsClient],
+    double: Any,
+    *,
+    begin: Callable[[], Any],
+    end: Callable[[], Any],
+    seconds: float,
+) -> None:
+    """Every chat and stream is streaming; then an outage of `seconds` (`begin` .. `end`, run
+    in a thread); then every client runs to its end, and listening goes on until Ollama has
+    stopped too, so that a frame after the end is seen. The sockets are closed last."""
+    try:
+        await asyncio.gather(*(chat.send() for chat in chats))
+        for stream in streams:
+            stream.start()
+        await asyncio.gather(
+            *(chat.first_token() for chat in chats),
+            *(s.wait_for(of_type("content"), "a content event") for s in streams),
+        )
+        await asyncio.to_thread(begin)
+        await asyncio.sleep(seconds)  # the outage itself, not a wait for an event
+        await asyncio.to_thread(end)
+        await asyncio.gather(
+            *(chat.terminal(timeout=60) for chat in chats),
+            *(stream.finished(timeout=60) for stream in streams),
+            return_exceptions=True,
+        )
+        await asyncio.to_thread(
+            double.wait_until, lambda: all(g.finished for g in double.generations), WAIT
+        )
+    finally:
+        await asyncio.gather(*(s.close() for s in sockets), *(s.cancel() for s in streams))

@@ -1,7 +1,7 @@
 """The full stack of real processes, owned by the test.
 
-- `RedisServer`: a private redis-server on a free port, which a test can stop and start again
-  on the same port;
+- `RedisServer` (tests/support/processes.py): a private redis-server on a free port, which a
+  test can stop and start again on the same port;
 - `PgProxy`: a TCP proxy between the app processes and PostgreSQL, which a test can cut
   (every connection closed, new ones refused) and restore;
 - `Stack`: two Daphne processes, a Celery worker and Celery beat on that Redis and, through
@@ -23,112 +23,20 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
-import redis
 from django.db import connection
 
 from tests.support.live import ARTIFACTS, BASE_DIR, DaphneServer, app_environment, free_port
+from tests.support.processes import WAIT, RedisServer, log_tail, wait_until
 
-T = TypeVar("T")
-
-WAIT = 30.0  # the bound of every wait for an event; only a failing run reaches it
+__all__ = ["WAIT", "RedisServer", "log_tail", "wait_until"]  # also the harness's own API
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 MODEL = "llama3.2:3b"
 DB_POOL_MAX_SIZE = 8
-
-
-def wait_until(
-    predicate: Callable[[], T], what: str, timeout: float = WAIT, interval: float = 0.05
-) -> T:
-    """Poll `predicate` until it returns something truthy (returned); fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:g} s")
-        time.sleep(interval)
-
-
-def log_tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError as exc:
-        return f"<no log: {exc}>"
-
-
-# ------------------------------------------------------------------------------- Redis
-
-
-class RedisServer:
-    """`redis-server` on 127.0.0.1 and a free port, no persistence."""
-
-    def __init__(self, tag: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.log_path = ARTIFACTS / f"fullstack-{tag}-redis-{self.port}.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = WAIT) -> RedisServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.workdir),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
-        try:
-
-            def answers() -> bool:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: {log_tail(self.log_path)}")
-                try:
-                    return bool(client.ping())
-                except redis.RedisError:
-                    return False
-
-            wait_until(answers, f"answer from redis-server on port {self.port}", timeout)
-        finally:
-            client.close()
-        return self
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
 
 # ------------------------------------------------------------------------------- the proxy

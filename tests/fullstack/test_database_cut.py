@@ -12,7 +12,14 @@ import asyncio
 import pytest
 
 from chat.models import Message
-from tests.fullstack.clients import Chat, SseClient, WsClient, end_mismatch, of_type, reply_id
+from tests.fullstack.clients import (
+    Chat,
+    SseClient,
+    WsClient,
+    end_mismatch,
+    reply_id,
+    through_outage,
+)
 from tests.fullstack.harness import WAIT, wait_until
 
 pytestmark = [pytest.mark.fullstack, pytest.mark.integration, pytest.mark.redis]
@@ -40,29 +47,20 @@ def test_database_cut_while_chats_stream(stack, double, user, headers):
             SseClient(d.url, headers(user), f"sse while the database goes {i}", f"sse@d{i + 1}")
             for i, d in enumerate(stack.daphnes)
         )
-        try:
-            await asyncio.gather(*(c.send() for c in chats))
-            for stream in streams:
-                stream.start()
-            await asyncio.gather(
-                *(c.first_token() for c in chats),
-                *(s.wait_for(of_type("content"), "a content event") for s in streams),
-            )
-            cut["connections"] = await asyncio.to_thread(stack.proxy.cut)
-            await asyncio.sleep(CUT_SECONDS)
-            await asyncio.to_thread(stack.proxy.restore)
+        cut["connections"] = 0
 
-            await asyncio.gather(
-                *(c.terminal(timeout=60) for c in chats),
-                *(s.finished(timeout=60) for s in streams),
-                return_exceptions=True,
-            )
-            # Keep listening until Ollama has stopped: a frame after the end is a finding.
-            await asyncio.to_thread(
-                double.wait_until, lambda: all(g.finished for g in double.generations), WAIT
-            )
-        finally:
-            await asyncio.gather(*(s.close() for s in sockets), *(s.cancel() for s in streams))
+        def begin() -> None:
+            cut["connections"] = stack.proxy.cut()
+
+        await through_outage(
+            chats,
+            streams,
+            sockets,
+            double,
+            begin=begin,
+            end=stack.proxy.restore,
+            seconds=CUT_SECONDS,
+        )
 
     asyncio.run(scenario())
 

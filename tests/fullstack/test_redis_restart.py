@@ -18,9 +18,9 @@ from tests.fullstack.clients import (
     SseClient,
     WsClient,
     end_mismatch,
-    of_type,
     open_many,
     reply_id,
+    through_outage,
 )
 from tests.fullstack.harness import WAIT, wait_until
 
@@ -86,30 +86,16 @@ def test_redis_restart_while_chats_stream(stack, double, make_users, headers):
             )
             for i in range(2 * SSE_PER_PROCESS)
         )
-        try:
-            await asyncio.gather(*(chat.send() for chat in chats))
-            for stream in streams:
-                stream.start()
-            # Everyone is streaming before Redis goes away.
-            await asyncio.gather(
-                *(chat.first_token() for chat in chats),
-                *(s.wait_for(of_type("content"), "a content event") for s in streams),
-            )
-            await asyncio.to_thread(stack.redis.stop)
-            await asyncio.sleep(OUTAGE_SECONDS)
-            await asyncio.to_thread(stack.redis.start)
-
-            await asyncio.gather(
-                *(chat.terminal(timeout=60) for chat in chats),
-                *(stream.finished(timeout=60) for stream in streams),
-                return_exceptions=True,
-            )
-            # Keep listening until Ollama has stopped: a frame after the end is a finding.
-            await asyncio.to_thread(
-                double.wait_until, lambda: all(g.finished for g in double.generations), WAIT
-            )
-        finally:
-            await asyncio.gather(*(s.close() for s in sockets), *(s.cancel() for s in streams))
+        # Everyone is streaming before Redis goes away.
+        await through_outage(
+            chats,
+            streams,
+            sockets,
+            double,
+            begin=stack.redis.stop,
+            end=stack.redis.start,
+            seconds=OUTAGE_SECONDS,
+        )
 
         # Redis is back: new chats on both processes, on both transports.
         for index, daphne in enumerate(stack.daphnes):

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -30,7 +26,7 @@ from config.celery import app as celery_app
 from monitoring import services
 from monitoring.models import HostSample, LoadedModelSample
 from monitoring.tasks import prune_telemetry, sample_telemetry
-from tests.support.live import BASE_DIR, app_environment
+from tests.support.processes import CeleryWorker
 
 from .conftest import load_model, make_sample
 
@@ -60,57 +56,7 @@ def clean_redis():
     client.close()
 
 
-class Worker:
-    def __init__(self, tmp_path: Path, queues: list[str], **env: str) -> None:
-        self.log_path = tmp_path / "worker.log"
-        self.queues = queues
-        self.env = app_environment(REDIS_URL=REDIS_URL, VAR_DIR=str(tmp_path), **env)
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Worker:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel=INFO",
-                "--concurrency=1",  # the default prefork pool: soft time limits, fork + NVML
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"telemetry-test-{uuid.uuid4().hex[:8]}@%h",
-                "-Q",
-                ",".join(self.queues),
-            ],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=self.log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> int | None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return None if process is None else process.returncode
-        process.send_signal(signal.SIGTERM)  # warm shutdown: finish the task in hand
-        try:
-            return process.wait(timeout=DEADLINE)  # a loaded machine shuts down slowly too
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the worker and its pool children only
-            process.wait()
-            return None
-
-
-def wait_for(predicate, what: str, worker: Worker, timeout: float = DEADLINE):
+def wait_for(predicate, what: str, worker: CeleryWorker, timeout: float = DEADLINE):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()
@@ -129,7 +75,7 @@ def send(task, queue: str, **kwargs) -> str:
     return result.id
 
 
-async def _sample_and_listen(queue: str, host: str, worker: Worker) -> tuple[str, dict]:
+async def _sample_and_listen(queue: str, host: str, worker: CeleryWorker) -> tuple[str, dict]:
     layer = RedisChannelLayer(hosts=[{"address": REDIS_URL, **redis_options()}])
     channel = await layer.new_channel()
     await layer.group_add(services.GROUP, channel)
@@ -160,9 +106,12 @@ def test_worker_samples_publishes_and_prunes(clean_redis, tmp_path, ollama_doubl
     load_model(ollama_double, "qwen2.5:0.5b")
     old = make_sample(host, timezone.now() - timedelta(days=3))
 
-    worker = Worker(
-        tmp_path,
+    worker = CeleryWorker(
+        tmp_path / "worker.log",
+        REDIS_URL,
         [sample_queue, other_queue],
+        name="telemetry-test",
+        options=("--without-heartbeat", "--without-gossip", "--without-mingle"),
         TELEMETRY_HOST=host,
         TELEMETRY_OLLAMA_URLS=ollama_double.url,
         TELEMETRY_RETENTION_DAYS="2",

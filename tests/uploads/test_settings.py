@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+from tests.support.settings_process import django_shell
+
 PRINT = (
     "from django.conf import settings as s; "
     "print(s.UPLOAD_MAX_BYTES, s.UPLOAD_QUOTA_BYTES, s.UPLOAD_RATE, s.ATTACHMENT_MAX_CHARS)"
@@ -17,17 +15,7 @@ PRINT = (
 
 
 def shell(tmp_path, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("UPLOAD_", "ATTACHMENT_"))}
-    environ.pop("DATABASE_URL", None)
-    environ.update({"VAR_DIR": str(tmp_path), **env})
-    return subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", PRINT],
-        cwd=BASE_DIR,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return django_shell(PRINT, tmp_path, unset=("UPLOAD_", "ATTACHMENT_"), **env)
 
 
 def test_defaults(tmp_path):
