@@ -12,6 +12,7 @@ from django.core.cache import cache
 
 from chat.errors import ChatRequestError
 from chat.models import Message
+from config import database
 
 WINDOW_SECONDS = 60
 EXEMPT_PERMISSION = "chat.chat_without_limits"
@@ -55,23 +56,28 @@ async def check(user_id: int) -> None:
     Users with the `chat_without_limits` permission (and active superusers) are exempt. The
     permission is looked up only for a refusal, so that a message within the limits costs no
     extra queries."""
+    await database.run(check_now, user_id)
+
+
+def check_now(user_id: int) -> None:
+    """`check()` for sync code: one hop to a database thread does every read."""
     try:
-        await _check_limits(user_id)
+        _check_limits(user_id)
     except ChatRequestError:
-        if await _exempt(user_id):
+        if _exempt(user_id):
             return
         raise
 
 
-async def _check_limits(user_id: int) -> None:
+def _check_limits(user_id: int) -> None:
     per_minute = settings.CHAT_MESSAGES_PER_MINUTE
     if per_minute:
-        await _count_message(user_id, SlidingWindow(per_minute))
+        _count_message(user_id, SlidingWindow(per_minute))
     concurrent = settings.CHAT_MAX_GENERATIONS_PER_USER
     if concurrent:
-        running = await Message.objects.filter(
+        running = Message.objects.filter(
             conversation__owner_id=user_id, status=Message.Status.STREAMING
-        ).acount()
+        ).count()
         if running >= concurrent:
             raise ChatRequestError(
                 "too_many_generations",
@@ -82,24 +88,24 @@ async def _check_limits(user_id: int) -> None:
             )
 
 
-async def _exempt(user_id: int) -> bool:
-    user = await get_user_model().objects.filter(pk=user_id).afirst()
-    return user is not None and await user.ahas_perm(EXEMPT_PERMISSION)
+def _exempt(user_id: int) -> bool:
+    user = get_user_model().objects.filter(pk=user_id).first()
+    return user is not None and user.has_perm(EXEMPT_PERMISSION)
 
 
-async def _count_message(user_id: int, window: SlidingWindow) -> None:
+def _count_message(user_id: int, window: SlidingWindow) -> None:
     now = time.time()
     index, elapsed = divmod(now, window.period)
     key = f"chat:rate:{user_id}:{int(index)}"
     # The counters live in the shared cache (Redis in the full stack), so the limit holds
     # across processes; increment first so that concurrent requests see each other.
-    await cache.aadd(key, 0, timeout=int(window.period * 2) + 5)
-    current = await cache.aincr(key)
-    previous = await cache.aget(f"chat:rate:{user_id}:{int(index) - 1}", 0)
+    cache.add(key, 0, timeout=int(window.period * 2) + 5)
+    current = cache.incr(key)
+    previous = cache.get(f"chat:rate:{user_id}:{int(index) - 1}", 0)
     if window.estimate(previous, current, elapsed) <= window.limit:
         return
     # A refused message is not counted: retrying too early must not push the wait further.
-    await cache.adecr(key)
+    cache.decr(key)
     retry_after = window.retry_after(previous, current - 1, elapsed)
     raise ChatRequestError(
         "rate_limited",

@@ -80,14 +80,6 @@ class GenerationPlan:
 # --------------------------------------------------------------------------- conversations
 
 
-async def get_own_conversation(user_id: int, conversation_id: UUID | str) -> Conversation:
-    conversation = await Conversation.objects.filter(owner_id=user_id, pk=conversation_id).afirst()
-    if conversation is None:
-        # Someone else's conversation is indistinguishable from one that does not exist.
-        raise ChatRequestError("not_found", "Conversation not found.", 404)
-    return conversation
-
-
 def create_conversation(*, owner, **fields: Any) -> Conversation:
     conversation = Conversation(owner=owner, **fields)
     conversation.full_clean()
@@ -141,10 +133,9 @@ async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
             400,
         )
     lifecycle.check_accepting()
-    await limits.check(user_id)
-    conversation = None
-    if data.conversation_id is not None:
-        conversation = await get_own_conversation(user_id, data.conversation_id)
+    conversation, history, exchanges = await database.run(
+        _load_for_chat, user_id, data.conversation_id
+    )
     model = data.model or (conversation.model if conversation else "") or await _default_model()
     system = (
         data.system
@@ -162,12 +153,6 @@ async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
             extra={"attachments": [r["id"] for r in attached.records if r["kind"] == "image"]},
         )
 
-    history: list[PastMessage] = []
-    exchanges = settings.CHAT_CONTEXT_EXCHANGES
-    if conversation is not None:
-        if conversation.context_exchanges is not None:
-            exchanges = conversation.context_exchanges
-        history = await _recent_history(conversation, exchanges)
     return GenerationPlan(
         user_id=user_id,
         conversation=conversation,
@@ -260,17 +245,31 @@ async def _pick_host(model: str) -> str:
         raise ChatRequestError.from_ollama(exc) from None
 
 
-async def _recent_history(conversation: Conversation, exchanges: int) -> list[PastMessage]:
+def _load_for_chat(
+    user_id: int, conversation_id: UUID | None
+) -> tuple[Conversation | None, list[PastMessage], int]:
+    """Every read a chat needs before it starts, in one hop to a database thread: the limits,
+    the conversation (the user's own) and its newest messages."""
+    limits.check_now(user_id)
+    exchanges = settings.CHAT_CONTEXT_EXCHANGES
+    if conversation_id is None:
+        return None, [], exchanges
+    conversation = Conversation.objects.filter(owner_id=user_id, pk=conversation_id).first()
+    if conversation is None:
+        # Someone else's conversation is indistinguishable from one that does not exist.
+        raise ChatRequestError("not_found", "Conversation not found.", 404)
+    if conversation.context_exchanges is not None:
+        exchanges = conversation.context_exchanges
     # Enough rows for N exchanges even with retries and failed replies in between.
     limit = max(exchanges, 0) * 4 + 4
     rows = [
         PastMessage(m.role, m.content, m.status)
-        async for m in conversation.messages.order_by("-created_at", "-id").only(
+        for m in conversation.messages.order_by("-created_at", "-id").only(
             "role", "content", "status"
         )[:limit]
     ]
     rows.reverse()
-    return rows
+    return conversation, rows, exchanges
 
 
 # --------------------------------------------------------------------------- generating

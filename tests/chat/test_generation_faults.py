@@ -154,10 +154,10 @@ async def test_redis_down_at_the_gate_is_a_clear_error_and_saves_nothing(
 
 
 async def test_an_error_before_the_generation_keeps_the_socket_open(alice, ollama, monkeypatch):
-    async def limits_down(user_id):
+    def limits_down(user_id):
         raise RedisConnectionError("Connection refused")
 
-    monkeypatch.setattr(services.limits, "check", limits_down)
+    monkeypatch.setattr(services.limits, "check_now", limits_down)
     communicator = await connect(alice)
     frames = await send(communicator)
     await communicator.send_json_to({"type": "ping"})
@@ -197,10 +197,10 @@ async def test_a_request_cancelled_while_queued_still_gets_a_reply_row(alice, ol
 
 
 async def test_unexpected_errors_on_rest_are_json_not_html(auth_client, ollama, monkeypatch):
-    async def limits_down(user_id):
+    def limits_down(user_id):
         raise RedisConnectionError("Connection refused")
 
-    monkeypatch.setattr(services.limits, "check", limits_down)
+    monkeypatch.setattr(services.limits, "check_now", limits_down)
     response = await sync_to_async(auth_client.post)("/api/chat/", {"message": "hi"}, format="json")
     assert response.status_code == 503
     assert response["Content-Type"] == "application/json"
