@@ -18,6 +18,7 @@ TAGS_TTL_SECONDS = 5.0
 
 _gate: Gate | None = None
 _tags_cache: dict[str, tuple[float, list[LocalModel]]] = {}
+_fetching: dict[str, asyncio.Task[HostModels]] = {}
 
 
 def get_gate() -> Gate:
@@ -74,13 +75,26 @@ async def host_models(host: str, *, fresh: bool = False) -> HostModels:
     cached = _tags_cache.get(host)
     if cached and not fresh and time.monotonic() - cached[0] < TAGS_TTL_SECONDS:
         return HostModels(host, cached[1])
+    # One request to the host however many chats need its list at once: a burst of chats
+    # that found the cache expired would otherwise each wait for a request of its own.
+    loop = asyncio.get_running_loop()
+    fetch = _fetching.get(host)
+    if fetch is None or fetch.get_loop() is not loop:
+        fetch = _fetching[host] = loop.create_task(_fetch_models(host))
+    return await asyncio.shield(fetch)
+
+
+async def _fetch_models(host: str) -> HostModels:
     try:
-        models = await client_for(host).tags()
-    except OllamaError as exc:
-        _tags_cache.pop(host, None)
-        return HostModels(host, [], exc)
-    _tags_cache[host] = (time.monotonic(), models)
-    return HostModels(host, models)
+        try:
+            models = await client_for(host).tags()
+        except OllamaError as exc:
+            _tags_cache.pop(host, None)
+            return HostModels(host, [], exc)
+        _tags_cache[host] = (time.monotonic(), models)
+        return HostModels(host, models)
+    finally:
+        _fetching.pop(host, None)
 
 
 def forget_models() -> None:
