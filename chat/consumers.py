@@ -20,7 +20,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from chat import runs, services
 from chat.models import Conversation, Message
 from chat.options import InvalidOptions, validate_options
-from config.channel_layers import RedisChannelLayer
+from config.channel_layers import REJOIN_SECONDS, RedisChannelLayer, rejoin
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +28,6 @@ AUTH_TIMEOUT_SECONDS = 5.0
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_AUTH_TIMEOUT = 4408
 RESUME_WAIT_SECONDS = 10.0
-# With Redis: how often a socket joins its groups again (a restarted Redis forgot them) and
-# reads back a reply it has heard nothing of since (frames published meanwhile were lost).
-REJOIN_SECONDS = 5.0
 
 
 class FrameError(Exception):
@@ -127,11 +124,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._timers.append(asyncio.create_task(close_when_expired()))
 
     async def _keep_joined(self) -> None:
+        # With Redis: join the groups again (a restarted Redis forgot them) and read back a
+        # reply not heard of since (frames published meanwhile were lost).
         while True:
             await asyncio.sleep(REJOIN_SECONDS)
             try:
-                for group in list(self.groups_joined):
-                    await self.channel_layer.group_add(group, self.channel_name)
+                await rejoin(self.channel_layer, self.channel_name, self.groups_joined)
                 now = time.monotonic()
                 for key in list(self._sent_upto):
                     if now - self._heard_at.get(key, now) >= REJOIN_SECONDS:

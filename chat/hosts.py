@@ -29,11 +29,7 @@ def get_gate() -> Gate:
             max_concurrency=settings.OLLAMA_MAX_CONCURRENCY,
             max_queue=settings.OLLAMA_MAX_QUEUE,
             lease_seconds=settings.OLLAMA_GATE_LEASE_SECONDS,
-            client_options={
-                **settings.REDIS_CLIENT_OPTIONS,
-                "max_connections": settings.REDIS_MAX_CONNECTIONS,
-                "timeout": settings.REDIS_POOL_TIMEOUT,
-            },
+            client_options=settings.REDIS_POOL_OPTIONS,
         )
     return _gate
 

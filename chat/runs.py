@@ -23,6 +23,7 @@ from channels.layers import get_channel_layer
 
 from chat import lifecycle, services
 from chat.events import Accepted, Done, Event, Failed, Queued, Started, Token
+from config.channel_layers import REJOIN_SECONDS, RedisChannelLayer, rejoin
 
 logger = logging.getLogger(__name__)
 
@@ -235,31 +236,32 @@ class _CancelListener:
             await get_channel_layer().group_discard(control_group(conversation_id), self.channel)
 
     async def _listen(self, channel: str) -> None:
+        # The layer's receive outlives a Redis restart (config.channel_layers); the groups do
+        # not, so they are joined again meanwhile.
         layer = get_channel_layer()
-        delay = 0.1
-        while True:
-            try:
+        keeper = (
+            asyncio.create_task(self._keep_joined(layer, channel))
+            if isinstance(layer, RedisChannelLayer)
+            else None
+        )
+        try:
+            while True:
                 message = await layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # Redis is away: keep listening once it is back
-                logger.warning("cancel listener: receive failed; retrying", exc_info=True)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                await self._rejoin(channel)
-                continue
-            delay = 0.1
-            if message.get("type") == "chat.cancel":
-                run = _runs.get(str(message.get("conversation")))
-                if run is not None and run.task is not None:
-                    run.task.cancel()
+                if message.get("type") == "chat.cancel":
+                    run = _runs.get(str(message.get("conversation")))
+                    if run is not None and run.task is not None:
+                        run.task.cancel()
+        finally:
+            if keeper is not None:
+                keeper.cancel()
 
-    async def _rejoin(self, channel: str) -> None:
-        # A restarted Redis has forgotten the groups.
-        layer = get_channel_layer()
-        for conversation_id in list(_runs):
-            with contextlib.suppress(Exception):
-                await layer.group_add(control_group(conversation_id), channel)
+    async def _keep_joined(self, layer: Any, channel: str) -> None:
+        while True:
+            await asyncio.sleep(REJOIN_SECONDS)
+            try:
+                await rejoin(layer, channel, map(control_group, list(_runs)))
+            except Exception as exc:  # Redis is still away: next round
+                logger.info("cancel listener upkeep failed: %s", exc)
 
 
 _listener = _CancelListener()

@@ -68,3 +68,13 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 logger.warning("channel layer receive failed (%s); retrying", error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_delay)
+
+
+# With Redis: how often sockets and the cancel listener join their groups again.
+REJOIN_SECONDS = 5.0
+
+
+async def rejoin(layer, channel: str, groups) -> None:
+    """Join `groups` again: a restarted Redis has forgotten them (a no-op on a live one)."""
+    for group in list(groups):
+        await layer.group_add(group, channel)

@@ -185,19 +185,18 @@ REDIS_CLIENT_OPTIONS = {
     "health_check_interval": 10,
     "retry_on_timeout": True,
 }
+# The pools of the channel layer and the gate: they wait for a free connection rather than fail.
+REDIS_POOL_OPTIONS = {
+    **REDIS_CLIENT_OPTIONS,
+    "max_connections": REDIS_MAX_CONNECTIONS,
+    "timeout": REDIS_POOL_TIMEOUT,  # the wait for a pooled connection
+}
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "config.channel_layers.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "max_connections": REDIS_MAX_CONNECTIONS,
-                        "timeout": REDIS_POOL_TIMEOUT,  # the wait for a pooled connection
-                        **REDIS_CLIENT_OPTIONS,
-                    }
-                ],
+                "hosts": [{"address": REDIS_URL, **REDIS_POOL_OPTIONS}],
                 "capacity": 1000,
                 # All of a process's sockets share one Redis list ("specific." channels): under
                 # a burst of a few hundred streams it holds thousands of frames, and a full one

@@ -186,10 +186,10 @@ class _Conn:
     """A client and its scripts, used on one event loop only."""
 
     def __init__(self, url: str, options: dict[str, Any]) -> None:
-        # Every script is idempotent (tokens are the client's), so a retried call is safe;
-        # a health check replaces a pooled connection that a Redis restart broke.
-        # A pool that waits for a free connection rather than raising "Too many connections"
-        # when hundreds of waiters poll at once.
+        # Every script is idempotent (tokens are the client's), so a retried call is safe; a
+        # health check replaces a pooled connection that a Redis restart broke; the pool waits
+        # for a free connection rather than fail when hundreds of waiters poll at once. The
+        # app passes its own options (settings.REDIS_POOL_OPTIONS) over these.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             **{
