@@ -67,3 +67,43 @@ def test_stop_from_the_other_process(stack, double, user, headers):
     for generation in generations:
         assert generation.client_disconnected, generation
         assert not generation.completed, generation
+
+
+@pytest.mark.timeout(240)
+def test_stop_from_the_other_process_after_a_redis_restart(stack, double, user, headers):
+    # Redis forgets every group when it restarts: the running generation's process must join
+    # its cancel group again for a stop from the other process to reach it.
+    double.script(tokens=SLOW_TOKENS * 3, token_delay=0.05)  # 30 s if nothing stops it
+
+    async def scenario() -> tuple[dict, dict]:
+        async with WsClient(stack.daphnes[0].ws_url, headers(user), "A") as a:
+            chat = await Chat(a, "count slowly across a Redis restart").send()
+            started = await chat.started()
+            await chat.first_token()
+            await asyncio.to_thread(stack.redis.restart)
+            async with WsClient(stack.daphnes[1].ws_url, headers(user), "B") as b:
+                # A stop sent before the group is joined again reaches nobody: send it until
+                # it is honoured (each one is harmless), within a bound only a failure reaches.
+                for _ in range(int(WAIT / 0.5)):
+                    await b.send(type="chat.stop", conversation=started["conversation"])
+                    ended = await asyncio.to_thread(
+                        double.wait_until, lambda: double.last_generation.finished, 0.5
+                    )
+                    if ended:
+                        break
+            end = await chat.terminal(timeout=WAIT)
+            return started, end
+
+    started, end = asyncio.run(scenario())
+    generation = double.last_generation
+    assert generation.client_disconnected and not generation.completed, generation
+    assert end["type"] == "chat.cancelled", end
+    reply = wait_until(
+        lambda: (
+            Message.objects.filter(pk=started["message"])
+            .exclude(status=Message.Status.STREAMING)
+            .first()
+        ),
+        "the reply's final status",
+    )
+    assert reply.status == Message.Status.CANCELLED
