@@ -48,6 +48,7 @@ test-under-load: install-dev browser
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
 
 format: install-dev
 	$(VENV)/bin/ruff check --fix .

@@ -6,8 +6,14 @@ from chat.models import Conversation, Message
 class MessageInline(admin.TabularInline):
     model = Message
     extra = 0
-    fields = ["role", "status", "short_content", "model", "eval_count", "tokens_per_second"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "role",
+        "status",
+        "short_content",
+        "model",
+        "eval_count",
+        "tokens_per_second",
+    )
     can_delete = False
     show_change_link = True
 

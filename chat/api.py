@@ -7,7 +7,6 @@ import json
 import time
 
 from asgiref.sync import async_to_sync
-from django.db.models import Count
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
@@ -16,11 +15,9 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import hosts, services
+from chat import hosts, selectors, services
 from chat.events import Done, Failed
-from chat.models import Conversation
-from chat.ollama import OllamaError
-from chat.responses import error_response, request_error_response, sse_stream
+from chat.responses import failed_error, sse_stream
 from chat.serializers import (
     ChatInput,
     ChatReplyOutput,
@@ -34,15 +31,11 @@ from chat.serializers import (
     PullModelInput,
     RunningModelsOutput,
     SimpleChatOutput,
+    parse_chat_input,
 )
 from config import database
-
-
-def _ollama_error(exc: OllamaError) -> Response:
-    return error_response(
-        exc.code, str(exc), exc.http_status, services.retry_after_seconds(exc), host=exc.host
-    )
-
+from core.errors import AppError
+from core.ollama import OllamaError
 
 # --------------------------------------------------------------------------- models
 
@@ -54,8 +47,7 @@ class ModelsView(APIView):
     )
     def get(self, request):
         listing, running = async_to_sync(_models_and_running)()
-        if all(entry.error for entry in listing):
-            return _ollama_error(listing[0].error)
+        hosts.raise_if_all_failed(listing)
         merged: dict[str, dict] = {}
         for entry in listing:
             for model in entry.models:
@@ -123,10 +115,7 @@ class LoadModelView(APIView):
             )
             return host, result, time.monotonic() - started
 
-        try:
-            host, result, seconds = async_to_sync(load)()
-        except OllamaError as exc:
-            return _ollama_error(exc)
+        host, result, seconds = async_to_sync(load)()
         # Ollama's load reply carries no timings: the gateway measures the wait itself.
         return Response(
             {"model": model, "host": host, "done_reason": result.done_reason, "seconds": seconds}
@@ -147,10 +136,7 @@ class PullModelView(APIView):
         model = data.validated_data["model"]
         host = data.validated_data.get("host") or hosts.hosts()[0]
         if not data.validated_data["stream"]:
-            try:
-                last = async_to_sync(_pull_to_end)(host, model)
-            except OllamaError as exc:
-                return _ollama_error(exc)
+            last = async_to_sync(_pull_to_end)(host, model)
             return Response({"model": model, "host": host, **last})
         response = StreamingHttpResponse(
             _pull_progress(host, model), content_type="application/x-ndjson"
@@ -174,7 +160,7 @@ async def _pull_progress(host: str, model: str):
             async for update in progress:
                 yield (json.dumps({**update, "host": host}) + "\n").encode()
     except OllamaError as exc:
-        yield (json.dumps({"error": str(exc), "code": exc.code, "host": host}) + "\n").encode()
+        yield (json.dumps({"error": exc.detail, **exc.as_body()}) + "\n").encode()
 
 
 class DeleteModelView(APIView):
@@ -197,14 +183,10 @@ class DeleteModelView(APIView):
                 await hosts.client_for(host).delete(name)
             return having, listing
 
-        try:
-            deleted_from, listing = async_to_sync(delete_everywhere)()
-        except OllamaError as exc:
-            return _ollama_error(exc)
+        deleted_from, listing = async_to_sync(delete_everywhere)()
         if not deleted_from:
-            if all(e.error for e in listing):
-                return _ollama_error(listing[0].error)
-            return error_response(
+            hosts.raise_if_all_failed(listing)
+            raise AppError(
                 "model_not_found", f'Model "{name}" is not installed on any Ollama host.', 404
             )
         hosts.forget_models()
@@ -226,18 +208,12 @@ class MessagePagination(PageNumberPagination):
     max_page_size = 500
 
 
-class OwnConversationsMixin:
+class OwnConversationsMixin(generics.GenericAPIView):
     def get_queryset(self):
-        queryset = Conversation.objects.filter(owner=self.request.user).annotate(
-            message_count=Count("messages")
+        params = self.request.query_params
+        return selectors.conversations_of(
+            self.request.user, source=params.get("source"), q=params.get("q")
         )
-        source = self.request.query_params.get("source")
-        if source:
-            queryset = queryset.filter(source=source)
-        search = self.request.query_params.get("q")
-        if search:
-            queryset = queryset.filter(title__icontains=search)
-        return queryset.order_by("-updated_at")
 
 
 class ConversationListView(OwnConversationsMixin, generics.ListCreateAPIView):
@@ -285,27 +261,10 @@ class ConversationMessagesView(generics.ListAPIView):
     ordering = ["id"]
 
     def get_queryset(self):
-        conversation = generics.get_object_or_404(
-            Conversation.objects.filter(owner=self.request.user), pk=self.kwargs["pk"]
-        )
-        return conversation.messages.all()
+        return selectors.messages_of(self.request.user, self.kwargs["pk"])
 
 
 # --------------------------------------------------------------------------- chat
-
-
-def _chat_input(request) -> services.ChatInput:
-    data = ChatInput(data=request.data)
-    data.is_valid(raise_exception=True)
-    values = data.validated_data
-    return services.ChatInput(
-        message=values["message"],
-        conversation_id=values.get("conversation"),
-        model=values.get("model") or None,
-        system=values.get("system"),
-        options=values.get("options") or {},
-        attachments=values.get("attachments") or [],
-    )
 
 
 async def _run_to_end(user_id: int, chat_input: services.ChatInput):
@@ -330,24 +289,13 @@ class ChatView(APIView):
         },
     )
     def post(self, request):
-        chat_input = _chat_input(request)
+        chat_input = parse_chat_input(request.data)
         # The generation saves on its own threads: this request's connection goes back to the
         # pool rather than idle for the whole reply.
         database.release_connections()
-        try:
-            plan, final = async_to_sync(_run_to_end)(request.user.pk, chat_input)
-        except services.ChatRequestError as exc:
-            return request_error_response(exc)
+        plan, final = async_to_sync(_run_to_end)(request.user.pk, chat_input)
         if isinstance(final, Failed):
-            return error_response(
-                final.code,
-                final.detail,
-                final.status,
-                final.retry_after,
-                conversation=plan.conversation_id,
-                message=final.message_id,
-                partial_response=final.content,
-            )
+            raise failed_error(final, plan.conversation_id)
         assert isinstance(final, Done)
         if self.simple:
             return Response({"response": final.content, "conversation": plan.conversation_id})
@@ -377,11 +325,8 @@ class StreamChatView(APIView):
         responses={200: OpenApiResponse(description="text/event-stream of JSON events")},
     )
     def post(self, request):
-        chat_input = _chat_input(request)
-        try:
-            plan = async_to_sync(services.prepare_chat)(request.user.pk, chat_input)
-        except services.ChatRequestError as exc:
-            return request_error_response(exc)
+        chat_input = parse_chat_input(request.data)
+        plan = async_to_sync(services.prepare_chat)(request.user.pk, chat_input)
         database.release_connections()  # as in ChatView: none held while the reply streams
         response = StreamingHttpResponse(
             sse_stream(services.generate(plan)), content_type="text/event-stream"

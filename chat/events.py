@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import AppError
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
@@ -49,18 +51,34 @@ class Done:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    code: str
-    detail: str
-    status: int  # the HTTP status a request/response transport should answer with
+    """The generation failed: `error` says why (rendered from `error.as_body()` everywhere);
+    `message_id` and `content` are the reply row saved with what was generated, if any."""
+
+    error: AppError
     message_id: int | None = None
-    retry_after: int | None = None
     content: str = ""
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def detail(self) -> str:
+        return self.error.detail
+
+    @property
+    def status(self) -> int:
+        return self.error.status
 
 
 @dataclass(frozen=True, slots=True)
 class Cancelled:
+    """The task iterating generate() was cancelled: a stop from the user, or the server
+    shutting down (`interrupted`). The partial reply is saved as `message_id`."""
+
     message_id: int | None
     content: str
+    interrupted: bool = False
 
 
 Event = Accepted | Queued | Started | Token | Done | Failed | Cancelled

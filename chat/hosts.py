@@ -10,9 +10,9 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from chat.gate import Gate, build_gate
-from chat.ollama import LocalModel, ModelNotFound, OllamaError, get_client
-from chat.ollama.client import OllamaClient
+from core.gate import Gate, build_gate
+from core.ollama import LocalModel, ModelNotFound, OllamaError, get_client
+from core.ollama.client import OllamaClient
 
 TAGS_TTL_SECONDS = 5.0
 
@@ -65,6 +65,13 @@ class HostModels:
     host: str
     models: list[LocalModel]
     error: OllamaError | None = None
+
+
+def raise_if_all_failed(listing: list[HostModels]) -> None:
+    """No host answered: their first error is the answer."""
+    errors = [entry.error for entry in listing]
+    if errors and errors[0] is not None and all(errors):
+        raise errors[0]
 
 
 async def host_models(host: str, *, fresh: bool = False) -> HostModels:

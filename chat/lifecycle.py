@@ -158,7 +158,7 @@ def sweep_dead_processes(limit: int = 500) -> list[tuple[str, int]]:
 
 async def announce_interrupted(swept: list[tuple[str, int]]) -> None:
     """Tell the sockets following these conversations that their replies were interrupted."""
-    from chat.runs import stream_group  # runs imports services, which imports this module
+    from chat import protocol, runs  # both import services, which imports this module
 
     layer = get_channel_layer()
     if layer is None:
@@ -166,14 +166,8 @@ async def announce_interrupted(swept: list[tuple[str, int]]) -> None:
     for conversation_id, message_id in swept:
         try:
             await layer.group_send(
-                stream_group(conversation_id),
-                {
-                    "type": "chat.error",
-                    "conversation": conversation_id,
-                    "message": message_id,
-                    "code": "interrupted",
-                    "detail": INTERRUPTED_DETAIL,
-                },
+                runs.stream_group(conversation_id),
+                protocol.interrupted_frame(conversation_id, message_id),
             )
         except Exception:  # the rows are marked; a client that resumes learns it from them
             logger.warning("could not announce an interrupted reply", exc_info=True)
@@ -291,7 +285,10 @@ def install_daphne_hooks() -> None:
     Twisted installs its own handlers while starting (they stop the reactor at once, and
     Daphne then cancels every request); ours replace them once the reactor runs.
     """
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
+
+    # Twisted's module-level reactor is typed as the module, not as the reactor it installs.
+    reactor: Any = installed
 
     def on_running() -> None:
         loop = asyncio.get_event_loop()
@@ -300,7 +297,7 @@ def install_daphne_hooks() -> None:
             signal.signal(signum, on_signal)
 
     def on_signal(signum: int, frame: Any) -> None:
-        reactor.callFromThread(begin_shutdown, signum)  # type: ignore[attr-defined]
+        reactor.callFromThread(begin_shutdown, signum)
 
     def begin_shutdown(signum: int) -> None:
         loop = asyncio.get_event_loop()
@@ -316,9 +313,9 @@ def install_daphne_hooks() -> None:
             await drain(grace)
         finally:
             with contextlib.suppress(Exception):  # already stopping
-                reactor.stop()  # type: ignore[attr-defined]
+                reactor.stop()
 
-    reactor.callWhenRunning(on_running)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(on_running)
 
 
 async def _start_logged() -> None:

@@ -24,6 +24,10 @@ class Conversation(models.Model):
         null=True, blank=True, help_text="Past exchanges sent with each message; blank: default."
     )
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.CHAT)
+    # The generation that holds the conversation (one at a time): since when, and the web
+    # process running it (see chat.lifecycle), so that a dead process's claim is let go.
+    generating_since = models.DateTimeField(null=True, blank=True, editable=False)
+    generating_process = models.UUIDField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

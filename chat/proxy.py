@@ -11,7 +11,7 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -22,9 +22,11 @@ from rest_framework_simplejwt.exceptions import InvalidToken
 
 from chat import hosts, services
 from chat.events import Done, Event, Failed, Token
-from chat.ollama import OllamaError
-from chat.streaming import batches
 from config import database
+from config.exceptions import app_error_of
+from core.errors import AppError
+from core.ollama import OllamaError
+from core.streaming import batches
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,11 @@ def ollama_error(message: str, status: int, retry_after: int | None = None) -> J
     if retry_after:
         response["Retry-After"] = str(retry_after)
     return response
+
+
+def ollama_error_of(error: AppError) -> JsonResponse:
+    """The one error contract in Ollama's shape: `{"error": detail}` with the status."""
+    return ollama_error(error.detail, error.status, error.retry_after_seconds)
 
 
 def _authenticate(request):
@@ -72,14 +79,10 @@ def endpoint(*methods: str, json_body: bool = False):
                 kwargs["body"] = body
             try:
                 return await view(request, *args, **kwargs)
-            except OllamaError as exc:
-                return ollama_error(str(exc), exc.http_status, services.retry_after_seconds(exc))
-            except services.ChatRequestError as exc:
-                return ollama_error(exc.detail, exc.status, exc.retry_after)
             except Exception as exc:  # Ollama's shape even for a database or Redis failure
-                _code, detail, status, retry_after = services.failure_of(exc)
-                logger.warning("Ollama proxy request failed: %s", exc, exc_info=True)
-                return ollama_error(detail, status, retry_after)
+                if not isinstance(exc, AppError):
+                    logger.warning("Ollama proxy request failed: %s", exc, exc_info=True)
+                return ollama_error_of(app_error_of(exc))
 
         return wrapper
 
@@ -112,8 +115,7 @@ async def version(request):
 @endpoint("GET")
 async def tags(request):
     listing = await hosts.all_models(fresh=True)
-    if all(entry.error for entry in listing):
-        raise listing[0].error
+    hosts.raise_if_all_failed(listing)
     seen: dict[str, dict] = {}
     for entry in listing:
         for model in entry.models:
@@ -169,7 +171,7 @@ def _validate(endpoint_name: str, body: dict[str, Any]) -> str | None:
     return None
 
 
-async def _generation(request, endpoint_name: str, body: dict[str, Any]):
+async def _generation(request, endpoint_name: Literal["chat", "generate"], body: dict[str, Any]):
     problem = _validate(endpoint_name, body)
     if problem:
         return ollama_error(problem, 400)
@@ -185,13 +187,13 @@ async def _generation(request, endpoint_name: str, body: dict[str, Any]):
     first = head[-1] if head else None
     if isinstance(first, Failed):
         await events.aclose()
-        return ollama_error(first.detail, first.status, first.retry_after)
+        return ollama_error_of(first.error)
 
     if body.get("stream", True) is False:
         everything = [*head, *[e async for e in events]]
         final = services.final_event(everything)
         if isinstance(final, Failed):
-            return ollama_error(final.detail, final.status, final.retry_after)
+            return ollama_error_of(final.error)
         assert isinstance(final, Done)
         chunks = [e.raw for e in everything if isinstance(e, Token)]
         return JsonResponse(_whole_reply(endpoint_name, final, chunks))

@@ -1,4 +1,4 @@
-"""Rendering of generate()'s events and errors for the HTTP transports."""
+"""Rendering of generate()'s events for the HTTP transports (JSON and Server-Sent Events)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,30 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from rest_framework.response import Response
-
 from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started, Token
-from chat.services import ChatRequestError, failure_of
-from chat.streaming import batches
+from config.exceptions import app_error_of
+from core.errors import AppError
+from core.streaming import batches
 
 logger = logging.getLogger(__name__)
 
-
-def error_response(code: str, detail: str, status: int, retry_after: int | None = None, **extra):
-    response = Response({"detail": detail, "code": code, **extra}, status=status)
-    if retry_after:
-        response["Retry-After"] = str(retry_after)
-    return response
+INTERRUPTED_DETAIL = "The server is restarting; the reply so far is kept."
 
 
-def request_error_response(exc: ChatRequestError) -> Response:
-    return error_response(exc.code, exc.detail, exc.status, exc.retry_after, **exc.extra)
+def failed_error(event: Failed, conversation_id: str | None) -> AppError:
+    """A failed generation as the error a JSON request answers with."""
+    return AppError(
+        event.code,
+        event.detail,
+        event.status,
+        retry_after=event.error.retry_after,
+        extra={
+            **event.error.extra,
+            "conversation": conversation_id,
+            "message": event.message_id,
+            "partial_response": event.content,
+        },
+    )
 
 
 def sse_event(event: Event) -> dict[str, Any] | None:
@@ -55,12 +61,17 @@ def sse_event(event: Event) -> dict[str, Any] | None:
         case Done():
             return {"type": "metrics", "message": event.message_id, **event.metrics}
         case Failed():
-            payload = {"type": "error", "code": event.code, "detail": event.detail}
+            payload = {"type": "error", **event.error.as_body()}
             if event.message_id is not None:
                 payload["message"] = event.message_id
-            if event.retry_after is not None:
-                payload["retry_after"] = event.retry_after
             return payload
+        case Cancelled() if event.interrupted:
+            return {
+                "type": "error",
+                "code": "interrupted",
+                "detail": INTERRUPTED_DETAIL,
+                "message": event.message_id,
+            }
         case Cancelled():
             return {"type": "status", "status": "cancelled", "message": event.message_id}
     return None
@@ -90,9 +101,5 @@ async def sse_stream(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
             yield b"".join(_sse(payload) for payload in payloads if payload is not None)
     except Exception as exc:  # generate() reports its own failures; this is a bug of ours
         logger.exception("SSE stream failed")
-        code, detail, _status, retry_after = failure_of(exc)
-        payload: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
-        if retry_after:
-            payload["retry_after"] = retry_after
-        yield _sse(payload)
+        yield _sse({"type": "error", **app_error_of(exc).as_body()})
     yield b"data: [DONE]\n\n"

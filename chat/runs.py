@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.layers import get_channel_layer
 
-from chat import lifecycle, services
-from chat.events import Accepted, Done, Event, Failed, Queued, Started, Token
+from chat import protocol, services
+from chat.events import Cancelled, Done, Event, Failed, Started, Token
 from config.channel_layers import REJOIN_SECONDS, RedisChannelLayer, rejoin
+from core.errors import AppError
 
 logger = logging.getLogger(__name__)
 
@@ -41,54 +43,6 @@ def control_group(conversation_id: str) -> str:
     return f"chat.control.{conversation_id}"
 
 
-def event_frame(conversation_id: str, event: Event) -> dict[str, Any] | None:
-    """The WebSocket frame for an event (see docs/api.md)."""
-    match event:
-        case Accepted():
-            return {
-                "type": "chat.accepted",
-                "conversation": conversation_id,
-                "user_message": event.user_message_id,
-                "model": event.model,
-                "attachments": list(event.attachments),
-            }
-        case Queued():
-            return {
-                "type": "chat.queued",
-                "conversation": conversation_id,
-                "position": event.position,
-            }
-        case Started():
-            return {
-                "type": "chat.started",
-                "conversation": conversation_id,
-                "message": event.message_id,
-                "model": event.model,
-            }
-        case Done():
-            return {
-                "type": "chat.done",
-                "conversation": conversation_id,
-                "message": event.message_id,
-                "length": len(event.content),
-                "metrics": event.metrics,
-            }
-        case Failed():
-            frame = {
-                "type": "chat.error",
-                "conversation": conversation_id,
-                "code": event.code,
-                "detail": event.detail,
-            }
-            if event.message_id is not None:
-                frame["message"] = event.message_id
-                frame["length"] = len(event.content)
-            if event.retry_after is not None:
-                frame["retry_after"] = event.retry_after
-            return frame
-    return None
-
-
 class Run:
     def __init__(self, plan: services.GenerationPlan) -> None:
         self.plan = plan
@@ -101,6 +55,7 @@ class Run:
         self._flusher: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self._published_token = False
+        self.ended = False  # generate() yielded its last event
 
     def start(self) -> Run:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -119,13 +74,7 @@ class Run:
             text, offset = self._pending, self._pending_offset
             self._pending = ""
         await self._publish(
-            {
-                "type": "chat.token",
-                "conversation": self.conversation_id,
-                "message": self.message_id,
-                "offset": offset,
-                "content": text,
-            }
+            protocol.token_frame(self.conversation_id, self.message_id, offset, text)
         )
 
     async def _flush_later(self) -> None:
@@ -151,54 +100,41 @@ class Run:
             self._flusher = None
         await self._flush()
 
+    async def _event(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self.message_id = event.message_id
+        if isinstance(event, Token):
+            await self._token(event)
+            return
+        if isinstance(event, Done | Failed | Cancelled):
+            self.ended = True
+            await self._drain()
+        frame = protocol.event_frame(self.conversation_id, event)
+        if frame:
+            await self._publish(frame)
+
     async def _run(self) -> None:
         listening = await _listener.add(self.conversation_id)
         events = services.generate(self.plan)
         try:
             async for event in events:
-                if isinstance(event, Started):
-                    self.message_id = event.message_id
-                if isinstance(event, Token):
-                    await self._token(event)
-                    continue
-                if isinstance(event, Done | Failed):
-                    await self._drain()
-                frame = event_frame(self.conversation_id, event)
-                if frame:
-                    await self._publish(frame)
+                await self._event(event)
         except asyncio.CancelledError:
-            await events.aclose()  # saves the partial reply, closes upstream
-            await self._drain()
-            if lifecycle.interrupting():
-                await self._publish(
-                    {
-                        "type": "chat.error",
-                        "conversation": self.conversation_id,
-                        "message": self.message_id,
-                        "code": "interrupted",
-                        "detail": lifecycle.INTERRUPTED_DETAIL,
-                    }
-                )
-            else:
-                await self._publish(
-                    {
-                        "type": "chat.cancelled",
-                        "conversation": self.conversation_id,
-                        "message": self.message_id,
-                    }
-                )
+            if not self.ended:
+                # Cancelled while publishing, outside generate(): it saves and reports the
+                # cancel all the same when told at the point where it waits.
+                with contextlib.suppress(StopAsyncIteration, asyncio.CancelledError):
+                    await self._event(await events.athrow(asyncio.CancelledError()))
         except Exception:  # generate() reports its own failures; this is a bug of ours
             logger.exception("generation run failed")
+            error = AppError("internal_error", services.GENERATION_FAILED, 500)
             await self._publish(
-                {
-                    "type": "chat.error",
-                    "conversation": self.conversation_id,
-                    "message": self.message_id,
-                    "code": "internal_error",
-                    "detail": "The server failed while generating; what was generated is kept.",
-                }
+                protocol.error_frame(
+                    error, conversation=self.conversation_id, message=self.message_id
+                )
             )
         finally:
+            await events.aclose()
             if listening:
                 await _listener.discard(self.conversation_id)
             if _runs.get(self.conversation_id) is self:
@@ -268,9 +204,28 @@ _listener = _CancelListener()
 
 
 def start(plan: services.GenerationPlan) -> Run:
+    """Run a generation detached from its socket; one per conversation (across processes,
+    generate() refuses a second with `generation_running`; here it is refused at once)."""
+    run = _runs.get(str(plan.conversation_pk))
+    if run is not None and run.task is not None and not run.task.done():
+        raise services.generation_running()
     run = Run(plan).start()
     _runs[run.conversation_id] = run
     return run
+
+
+async def start_chat(
+    user_id: int, chat_input: services.ChatInput, subscribe: Callable[[str], Awaitable[None]]
+) -> str:
+    """Start a detached generation for this user and input; return the conversation id.
+
+    `subscribe` joins the conversation's frames before the run can publish its first one.
+    """
+    plan = await services.prepare_chat(user_id, chat_input)
+    conversation_id = str(plan.conversation_pk)
+    await subscribe(conversation_id)
+    start(plan)
+    return conversation_id
 
 
 def local_run(conversation_id: str) -> Run | None:

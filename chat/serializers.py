@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from chat.models import Conversation, Message
 from chat.options import InvalidOptions, validate_options
+from chat.services import ChatInput as ChatRequest
 from chat.services import message_metrics
 
 
@@ -14,30 +15,54 @@ class OptionsField(serializers.JSONField):
         try:
             return validate_options(value)
         except InvalidOptions as exc:
-            raise serializers.ValidationError(exc.errors) from None
+            raise serializers.ValidationError(exc.errors, code="invalid_options") from None
+
+
+class StrictCharField(serializers.CharField):
+    """Text only: DRF's CharField would take 5 or 1.5 for "5" or "1.5"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class ChatInput(serializers.Serializer):
-    message = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    """A chat message on every transport (REST, SSE, the WebSocket's chat.send).
+
+    Shapes and types only: whether the text is empty or too long is chat.services'
+    prepare_chat() to say, with `empty_message` or `message_too_long`.
+    """
+
+    message = StrictCharField(allow_blank=True, trim_whitespace=False)
     conversation = serializers.UUIDField(required=False, allow_null=True)
-    model = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    system = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False, max_length=20_000
+    model = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=200)
+    system = StrictCharField(
+        required=False, allow_blank=True, allow_null=True, trim_whitespace=False, max_length=20_000
     )
-    options = OptionsField(required=False)
+    options = OptionsField(required=False, allow_null=True)
     attachments = serializers.ListField(
-        child=serializers.UUIDField(), required=False, max_length=10, help_text="Upload ids"
+        child=serializers.UUIDField(),
+        required=False,
+        allow_null=True,
+        max_length=10,
+        help_text="Upload ids",
     )
 
-    def validate_message(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("The message is empty.")
-        limit = settings.CHAT_MAX_MESSAGE_CHARS
-        if len(value) > limit:
-            raise serializers.ValidationError(
-                f"The message has {len(value)} characters; the limit is {limit}."
-            )
-        return value
+
+def parse_chat_input(data) -> ChatRequest:
+    """Validate a chat message's fields (raises DRF's ValidationError) for generate()."""
+    form = ChatInput(data=data)
+    form.is_valid(raise_exception=True)
+    values = form.validated_data
+    return ChatRequest(
+        message=values["message"],
+        conversation_id=values.get("conversation"),
+        model=values.get("model") or None,
+        system=values.get("system"),
+        options=values.get("options") or {},
+        attachments=values.get("attachments") or [],
+    )
 
 
 class ConversationInput(serializers.ModelSerializer):

@@ -9,28 +9,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from chat import hosts, lifecycle, limits
+from chat import hosts, lifecycle, limits, selectors
 from chat.attachments import load_attachments, with_attachments
 from chat.context import PastMessage, build_messages, title_from
-from chat.errors import ChatRequestError, retry_after_seconds
+from chat.errors import ChatRequestError
 from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started, Token
-from chat.gate import GateError, GateFull, GateLost
-from chat.models import Conversation, Message
-from chat.ollama import OllamaError, Timings
+from chat.models import Conversation, Message, WebProcess
 from chat.options import merge, to_ollama
 from config import database
-from monitoring.probes import asnapshot, resource_delta
+from config.exceptions import app_error_of, queue_unavailable
+from core.errors import AppError
+from core.gate import GateError, GateFull
+from core.ollama import OllamaError, Timings
+from core.probes import asnapshot, resource_delta
 
 logger = logging.getLogger(__name__)
 
@@ -136,16 +139,18 @@ async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
     conversation, history, exchanges = await database.run(
         _load_for_chat, user_id, data.conversation_id
     )
-    model = data.model or (conversation.model if conversation else "") or await _default_model()
+    model = (
+        data.model or (conversation.model if conversation else "") or await hosts.default_model()
+    )
     system = (
         data.system
         if data.system is not None
         else (conversation.system_prompt if conversation else "")
     )
     client_options = merge(conversation.options if conversation else {}, data.options)
-    host = await _pick_host(model)
+    host = await hosts.pick_host(model)
     attached = await load_attachments(user_id, data.attachments)
-    if attached.images and not await _supports_vision(host, model):
+    if attached.images and not (await hosts.client_for(host).show(model)).supports_vision:
         raise ChatRequestError(
             "model_lacks_vision",
             f'The model "{model}" does not accept images; pick a vision model (e.g. llava).',
@@ -185,12 +190,12 @@ async def prepare_ollama_request(
     lifecycle.check_accepting()
     await limits.check(user_id)
     model = body["model"]
-    host = await _pick_host(model)
+    host = await hosts.pick_host(model)
     if endpoint == "chat":
         messages = body.get("messages") or []
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         user_content = str(last_user.get("content", "")) if last_user else ""
-        extra_keys = ("format", "keep_alive", "think", "tools")
+        extra_keys: tuple[str, ...] = ("format", "keep_alive", "think", "tools")
     else:
         messages = []
         user_content = str(body.get("prompt") or "")
@@ -224,27 +229,6 @@ async def prepare_ollama_request(
     )
 
 
-async def _supports_vision(host: str, model: str) -> bool:
-    try:
-        return (await hosts.client_for(host).show(model)).supports_vision
-    except OllamaError as exc:
-        raise ChatRequestError.from_ollama(exc) from None
-
-
-async def _default_model() -> str:
-    try:
-        return await hosts.default_model()
-    except OllamaError as exc:
-        raise ChatRequestError.from_ollama(exc) from None
-
-
-async def _pick_host(model: str) -> str:
-    try:
-        return await hosts.pick_host(model)
-    except OllamaError as exc:
-        raise ChatRequestError.from_ollama(exc) from None
-
-
 def _load_for_chat(
     user_id: int, conversation_id: UUID | None
 ) -> tuple[Conversation | None, list[PastMessage], int]:
@@ -254,10 +238,9 @@ def _load_for_chat(
     exchanges = settings.CHAT_CONTEXT_EXCHANGES
     if conversation_id is None:
         return None, [], exchanges
-    conversation = Conversation.objects.filter(owner_id=user_id, pk=conversation_id).first()
-    if conversation is None:
-        # Someone else's conversation is indistinguishable from one that does not exist.
-        raise ChatRequestError("not_found", "Conversation not found.", 404)
+    conversation = selectors.own_conversation(user_id, conversation_id)
+    if conversation.generating_since is not None and not _claimable(conversation.pk):
+        raise generation_running()
     if conversation.context_exchanges is not None:
         exchanges = conversation.context_exchanges
     # Enough rows for N exchanges even with retries and failed replies in between.
@@ -274,31 +257,7 @@ def _load_for_chat(
 
 # --------------------------------------------------------------------------- generating
 
-# Anything that is neither Ollama's nor the gate's failure, as the client and the row see it.
-INTERNAL_FAILURE = (
-    "internal_error",
-    "The server failed while generating; what was generated is kept.",
-    500,
-    None,
-)
-DATABASE_FAILURE = (
-    "database_unavailable",
-    "The database is unavailable; retry in a moment (what was generated is kept).",
-    503,
-    5,
-)
-GATE_UNAVAILABLE = (
-    "queue_unavailable",
-    "The generation queue is unreachable; retry in a moment.",
-    503,
-    5,
-)
-REDIS_FAILURE = (
-    "redis_unavailable",
-    "Redis is unreachable; retry in a moment.",
-    503,
-    5,
-)
+GENERATION_FAILED = "The server failed while generating; what was generated is kept."
 # Final saves that fail (the database is down) are retried in the background this long.
 SAVE_RETRY_SECONDS = 120.0
 
@@ -391,147 +350,165 @@ def _save_final(
         Message.objects.filter(
             pk=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
         ).update(content=content, status=status, completed_at=now, updated_at=now, **fields)
-        Conversation.objects.filter(pk=conversation_id).update(updated_at=now)
+        Conversation.objects.filter(pk=conversation_id).update(updated_at=now, **RELEASED)
 
 
-def failure_of(exc: BaseException) -> tuple[str, str, int, int | None]:
-    """(code, detail, HTTP status, Retry-After) of any exception, for the client."""
-    if isinstance(exc, OllamaError):
-        return exc.code, str(exc), exc.http_status, retry_after_seconds(exc)
-    if isinstance(exc, GateLost):
-        return "gate_lost", str(exc), 503, 5
-    if isinstance(exc, GateError):
-        return GATE_UNAVAILABLE
-    if isinstance(exc, RedisError):
-        return REDIS_FAILURE
-    if isinstance(exc, OperationalError | InterfaceError):  # not a bad query: the database is away
-        return DATABASE_FAILURE
-    return INTERNAL_FAILURE
+def generation_running() -> ChatRequestError:
+    return ChatRequestError(
+        "generation_running",
+        "A reply is still being generated in this conversation: wait for it or stop it.",
+        409,
+    )
 
 
-async def generate(plan: GenerationPlan) -> AsyncIterator[Event]:
+def _free_to_claim(now: Any) -> Q:
+    """Conversations no live generation holds: none started, its process died, or it is
+    older than CHAT_STALE_STREAMING_SECONDS (a holder that never let go)."""
+    dead_after = timedelta(seconds=settings.CHAT_HEARTBEAT_SECONDS * lifecycle.DEAD_AFTER_BEATS)
+    alive = WebProcess.objects.filter(heartbeat_at__gte=now - dead_after).values("pk")
+    stale = now - timedelta(seconds=settings.CHAT_STALE_STREAMING_SECONDS)
+    return (
+        Q(generating_since__isnull=True)
+        | Q(generating_since__lt=stale)
+        | (Q(generating_process__isnull=False) & ~Q(generating_process__in=alive))
+    )
+
+
+def _claimable(conversation_id: Any) -> bool:
+    return Conversation.objects.filter(_free_to_claim(timezone.now()), pk=conversation_id).exists()
+
+
+async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
     """Run one generation: save, queue, stream, save. See README.md, "One generation service".
 
-    Cancelling the task that iterates, or closing this iterator, closes the upstream response
-    (Ollama stops) and saves the partial reply as `cancelled` (`interrupted` when the server is
-    shutting down); whoever cancelled reports it. Every other failure ends with a `Failed`
+    Cancelling the task that iterates closes the upstream response (Ollama stops), saves the
+    partial reply as `cancelled` (`interrupted` when the server is shutting down) and yields a
+    `Cancelled` event; the next step re-raises the cancellation. Closing this iterator does the
+    same without the event (nobody is left to tell). Every other failure ends with a `Failed`
     event and a saved `failed` row: nothing escapes to the transport.
     """
     with lifecycle.tracked():
-        async for event in _generate(plan):
-            yield event
+        gate = hosts.get_gate()
+        try:
+            reservation = await gate.reserve(plan.host).__aenter__()
+        except GateFull as exc:
+            # Refused before anything was saved: the client can simply retry later.
+            yield Failed(
+                AppError(
+                    "queue_full",
+                    f"The server is busy: the queue for this model is full. Retry in "
+                    f"{exc.retry_after_seconds} s.",
+                    503,
+                    retry_after=exc.retry_after_seconds,
+                )
+            )
+            return
+        except asyncio.CancelledError:
+            yield Cancelled(None, "", lifecycle.interrupting())
+            raise
+        except Exception as exc:
+            logger.warning("could not join the generation queue: %s", exc)
+            yield Failed(queue_unavailable() if isinstance(exc, RedisError) else app_error_of(exc))
+            return
 
+        reply: _Reply | None = None
+        failure: AppError | None = None
+        released = False
+        try:
+            user_message_id = await database.run(_save_user_message, plan)
+            yield Accepted(
+                str(plan.conversation_pk), user_message_id, plan.model, tuple(plan.attachments)
+            )
+            async for position in reservation.positions():
+                yield Queued(position)
 
-async def _generate(plan: GenerationPlan) -> AsyncIterator[Event]:
-    gate = hosts.get_gate()
-    try:
-        reservation = await gate.reserve(plan.host).__aenter__()
-    except GateFull as exc:
-        # Refused before anything was saved: the client can simply retry later.
-        yield Failed(
-            "queue_full",
-            f"The server is busy: the queue for this model is full. Retry in "
-            f"{exc.retry_after_seconds} s.",
-            503,
-            retry_after=exc.retry_after_seconds,
+            before = await asnapshot()
+            reply = _Reply(
+                await database.run(
+                    _create_reply,
+                    plan,
+                    Message.Status.STREAMING,
+                    queue_wait=reservation.queue_wait_seconds,
+                    in_flight_at_start=reservation.in_flight_at_start,
+                    process=lifecycle.process_id(),
+                ),
+                plan.conversation_pk,
+            )
+            yield Started(
+                reply.message_id,
+                str(plan.conversation_pk),
+                plan.model,
+                plan.host,
+                reservation.queue_wait_seconds,
+            )
+
+            sent_at = time.monotonic()
+            first_token_at: float | None = None
+            final = None
+            async with _open_stream(plan) as stream:
+                async for chunk in stream:
+                    if chunk.content:
+                        if first_token_at is None:
+                            first_token_at = time.monotonic()
+                        offset = reply.add(chunk.content)
+                        yield Token(chunk.content, offset, chunk.raw)
+                        await reply.maybe_flush()
+                    elif plan.relay_every_chunk and not chunk.done:
+                        # Thinking text and tool calls, for the Ollama-compatible proxy.
+                        yield Token("", reply.length, chunk.raw)
+                    if chunk.done:
+                        final = chunk
+            after = await asnapshot()
+        except GeneratorExit:  # closed by the transport: nobody is left to tell
+            await asyncio.shield(_save_cancelled(plan, reply))
+            raise
+        except asyncio.CancelledError:
+            cancelled = await asyncio.shield(_save_cancelled(plan, reply))
+            await asyncio.shield(_release(reservation))
+            released = True
+            # Reported as an event (rendered like the others), then honoured.
+            yield cancelled
+            raise
+        except Exception as exc:
+            if not isinstance(exc, OllamaError | GateError | ChatRequestError):
+                logger.exception("generation failed")
+            failure = app_error_of(exc, internal_detail=GENERATION_FAILED)
+        finally:
+            # Released before the final save: the next request in the queue need not wait for it.
+            if not released:
+                await asyncio.shield(_release(reservation))
+
+        if failure is not None:
+            yield await _fail(plan, reply, failure)
+            return
+
+        timings = final.timings if final is not None else None
+        ttft = (first_token_at - sent_at) if first_token_at is not None else None
+        assert reply is not None  # streamed to the end: the reply row exists
+        resources = {
+            "gpu_usage_before": before.get("gpu"),
+            "gpu_usage_after": after.get("gpu"),
+            "ram_usage_before": before.get("ram"),
+            "ram_usage_after": after.get("ram"),
+            "resource_delta": resource_delta(before, after),
+        }
+        await reply.finish(
+            Message.Status.COMPLETE,
+            done_reason=(final.done_reason or "") if final else "",
+            **_timing_fields(timings),
+            time_to_first_token=ttft,
+            resources=resources,
         )
-        return
-    except Exception as exc:
-        logger.warning("could not join the generation queue: %s", exc)
-        code, detail, status, retry_after = (
-            GATE_UNAVAILABLE if isinstance(exc, RedisError) else failure_of(exc)
+        metrics = build_metrics(
+            timings=timings,
+            done_reason=final.done_reason if final else None,
+            time_to_first_token=ttft,
+            queue_wait=reservation.queue_wait_seconds,
+            in_flight_at_start=reservation.in_flight_at_start,
+            model=plan.model,
+            resources=resources,
         )
-        yield Failed(code, detail, status, retry_after=retry_after)
-        return
-
-    reply: _Reply | None = None
-    failure: tuple[str, str, int, int | None] | None = None
-    try:
-        user_message_id = await database.run(_save_user_message, plan)
-        yield Accepted(
-            str(plan.conversation_pk), user_message_id, plan.model, tuple(plan.attachments)
-        )
-        async for position in reservation.positions():
-            yield Queued(position)
-
-        before = await asnapshot()
-        reply = _Reply(
-            await database.run(
-                _create_reply,
-                plan,
-                Message.Status.STREAMING,
-                queue_wait=reservation.queue_wait_seconds,
-                in_flight_at_start=reservation.in_flight_at_start,
-                process=lifecycle.process_id(),
-            ),
-            plan.conversation_pk,
-        )
-        yield Started(
-            reply.message_id,
-            str(plan.conversation_pk),
-            plan.model,
-            plan.host,
-            reservation.queue_wait_seconds,
-        )
-
-        sent_at = time.monotonic()
-        first_token_at: float | None = None
-        final = None
-        async with _open_stream(plan) as stream:
-            async for chunk in stream:
-                if chunk.content:
-                    if first_token_at is None:
-                        first_token_at = time.monotonic()
-                    offset = reply.add(chunk.content)
-                    yield Token(chunk.content, offset, chunk.raw)
-                    await reply.maybe_flush()
-                elif plan.relay_every_chunk and not chunk.done:
-                    # Thinking text and tool calls, for the Ollama-compatible proxy.
-                    yield Token("", reply.length, chunk.raw)
-                if chunk.done:
-                    final = chunk
-        after = await asnapshot()
-    except (asyncio.CancelledError, GeneratorExit):
-        await asyncio.shield(_save_cancelled(plan, reply))
-        raise
-    except Exception as exc:
-        if not isinstance(exc, OllamaError | GateError):
-            logger.exception("generation failed")
-        failure = failure_of(exc)
-    finally:
-        # Released before the final save: the next request in the queue need not wait for it.
-        await asyncio.shield(_release(reservation))
-
-    if failure is not None:
-        yield await _fail(plan, reply, *failure)
-        return
-
-    timings = final.timings if final is not None else None
-    ttft = (first_token_at - sent_at) if first_token_at is not None else None
-    resources = {
-        "gpu_usage_before": before.get("gpu"),
-        "gpu_usage_after": after.get("gpu"),
-        "ram_usage_before": before.get("ram"),
-        "ram_usage_after": after.get("ram"),
-        "resource_delta": resource_delta(before, after),
-    }
-    await reply.finish(
-        Message.Status.COMPLETE,
-        done_reason=(final.done_reason or "") if final else "",
-        **_timing_fields(timings),
-        time_to_first_token=ttft,
-        resources=resources,
-    )
-    metrics = build_metrics(
-        timings=timings,
-        done_reason=final.done_reason if final else None,
-        time_to_first_token=ttft,
-        queue_wait=reservation.queue_wait_seconds,
-        in_flight_at_start=reservation.in_flight_at_start,
-        model=plan.model,
-        resources=resources,
-    )
-    yield Done(reply.message_id, reply.content, metrics, final.raw if final else {})
+        yield Done(reply.message_id, reply.content, metrics, final.raw if final else {})
 
 
 async def _release(reservation: Any) -> None:
@@ -541,11 +518,13 @@ async def _release(reservation: Any) -> None:
         logger.warning("could not release a gate slot", exc_info=True)
 
 
-async def _save_cancelled(plan: GenerationPlan, reply: _Reply | None) -> None:
+async def _save_cancelled(plan: GenerationPlan, reply: _Reply | None) -> Cancelled:
     """A cancelled generation keeps what it wrote: `cancelled` when a client stopped it,
     `interrupted` when the server is stopping. A user message saved while still queued gets
     that empty reply too, so that no question is left without an answer row."""
-    if lifecycle.interrupting():
+    interrupted = lifecycle.interrupting()
+    message_id = reply.message_id if reply is not None else None
+    if interrupted:
         status, fields = (
             Message.Status.INTERRUPTED,
             {"error_code": "interrupted", "error": lifecycle.INTERRUPTED_DETAIL},
@@ -553,13 +532,13 @@ async def _save_cancelled(plan: GenerationPlan, reply: _Reply | None) -> None:
     else:
         status, fields = Message.Status.CANCELLED, {}
     try:
-        if reply is None:
-            if plan.saved:
-                await database.run(_create_reply, plan, status, completed=True, **fields)
-            return
-        await reply.finish(status, **fields)
+        if reply is not None:
+            await reply.finish(status, **fields)
+        elif plan.saved:
+            message_id = await database.run(_create_reply, plan, status, completed=True, **fields)
     except Exception:
         logger.warning("could not save a cancelled reply", exc_info=True)
+    return Cancelled(message_id, reply.content if reply is not None else "", interrupted)
 
 
 def _open_stream(plan: GenerationPlan):
@@ -572,15 +551,20 @@ def _open_stream(plan: GenerationPlan):
 
 def _save_user_message(plan: GenerationPlan) -> int:
     """The conversation (a new one with its id chosen up front) and the user message, in one
-    transaction: a failure leaves neither, so no conversation is ever empty."""
+    transaction: a failure leaves neither, so no conversation is ever empty. The conversation is
+    claimed for this generation until its reply is saved (`generation_running` otherwise)."""
     now = timezone.now()
+    claim = {"generating_since": now, "generating_process": lifecycle.process_id()}
     with transaction.atomic():
         if plan.conversation is None:
             Conversation.objects.create(
-                pk=plan.conversation_pk, owner_id=plan.user_id, **plan.new_conversation
+                pk=plan.conversation_pk, owner_id=plan.user_id, **plan.new_conversation, **claim
             )
-        else:
-            Conversation.objects.filter(pk=plan.conversation_pk).update(updated_at=now)
+        elif not Conversation.objects.filter(_free_to_claim(now), pk=plan.conversation_pk).update(
+            updated_at=now, **claim
+        ):
+            # One generation per conversation: the check in prepare_chat() raced with another.
+            raise generation_running()
         message = Message.objects.create(
             conversation_id=plan.conversation_pk,
             role=Message.Role.USER,
@@ -592,10 +576,21 @@ def _save_user_message(plan: GenerationPlan) -> int:
     return message.pk
 
 
+RELEASED: dict[str, Any] = {"generating_since": None, "generating_process": None}
+
+
 def _create_reply(
     plan: GenerationPlan, status: str, *, completed: bool = False, **fields: Any
 ) -> int:
+    """The reply row: `streaming`, or already finished (which lets the conversation go)."""
     now = timezone.now()
+    with transaction.atomic():
+        if completed:
+            Conversation.objects.filter(pk=plan.conversation_pk).update(**RELEASED)
+        return _new_reply(plan, status, completed_at=now if completed else None, **fields)
+
+
+def _new_reply(plan: GenerationPlan, status: str, **fields: Any) -> int:
     return Message.objects.create(
         conversation_id=plan.conversation_pk,
         role=Message.Role.ASSISTANT,
@@ -603,22 +598,14 @@ def _create_reply(
         model=plan.model,
         options=plan.ollama_options,
         ollama_host=plan.host,
-        completed_at=now if completed else None,
         **fields,
     ).pk
 
 
-async def _fail(
-    plan: GenerationPlan,
-    reply: _Reply | None,
-    code: str,
-    detail: str,
-    status: int,
-    retry_after: int | None,
-) -> Failed:
+async def _fail(plan: GenerationPlan, reply: _Reply | None, error: AppError) -> Failed:
     # The reply row records the failure (and any text already generated) so that the
     # conversation shows what happened; nothing generated is dropped.
-    fields = {"error_code": code, "error": detail[:2000]}
+    fields = {"error_code": error.code, "error": error.detail[:2000]}
     message_id = reply.message_id if reply else None
     try:
         if reply is not None:
@@ -629,14 +616,7 @@ async def _fail(
             )
     except Exception:  # the database is down too: the client still hears why
         logger.warning("could not save a failed reply", exc_info=True)
-    return Failed(
-        code,
-        detail,
-        status,
-        message_id=message_id,
-        retry_after=retry_after,
-        content=reply.content if reply else "",
-    )
+    return Failed(error, message_id=message_id, content=reply.content if reply else "")
 
 
 def _timing_fields(timings: Timings | None) -> dict[str, Any]:

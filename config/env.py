@@ -6,9 +6,11 @@ naming the variable, never fall back silently to a default.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from collections.abc import Mapping
+from typing import TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -20,28 +22,36 @@ _RATE = re.compile(
     r"(?P<count>[0-9]+)/(?:s|sec|second|seconds|m|min|minute|minutes|h|hour|hours|d|day|days)"
 )
 
+_Number = TypeVar("_Number", int, float)
+
 
 class Env:
+    # The methods are named after the types they parse (env.str, env.int, ...): inside the
+    # class those names are the methods, so the annotations spell the types builtins.<name>.
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: builtins.str) -> builtins.str | None:
         value = self._environ.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    @overload
+    def str(self, name: builtins.str, default: builtins.str) -> builtins.str: ...
+    @overload
+    def str(self, name: builtins.str, default: None = None) -> builtins.str | None: ...
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str | None:
         value = self.raw(name)
         return default if value is None else value
 
-    def required(self, name: str, why: str) -> str:
+    def required(self, name: builtins.str, why: builtins.str) -> builtins.str:
         value = self.raw(name)
         if value is None:
             raise ImproperlyConfigured(f"{name} must be set: {why}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -53,8 +63,13 @@ class Env:
         raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use true or false)")
 
     def int(
-        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
-    ) -> int:
+        self,
+        name: builtins.str,
+        default: builtins.int,
+        *,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
         value = self.raw(name)
         if value is None:
             return default
@@ -66,12 +81,12 @@ class Env:
 
     def float(
         self,
-        name: str,
-        default: float,
+        name: builtins.str,
+        default: builtins.float,
         *,
-        minimum: float | None = None,
-        maximum: float | None = None,
-    ) -> float:
+        minimum: builtins.float | None = None,
+        maximum: builtins.float | None = None,
+    ) -> builtins.float:
         value = self.raw(name)
         if value is None:
             return default
@@ -83,13 +98,17 @@ class Env:
             raise ImproperlyConfigured(f"{name}={value!r} is not a finite number")
         return self._bounded(name, number, minimum, maximum)
 
-    def list(self, name: str, default: list[str] | None = None) -> list[str]:
+    def list(
+        self, name: builtins.str, default: builtins.list[builtins.str] | None = None
+    ) -> builtins.list[builtins.str]:
         value = self.raw(name)
         if value is None:
             return list(default or [])
         return [item.strip() for item in value.split(",") if item.strip()]
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(
+        self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]
+    ) -> builtins.str:
         value = self.raw(name)
         if value is None:
             return default
@@ -97,7 +116,7 @@ class Env:
             raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
 
-    def rate(self, name: str, default: str) -> str:
+    def rate(self, name: builtins.str, default: builtins.str) -> builtins.str:
         """A throttle rate in DRF's syntax: a positive count per s, min, hour or day."""
         value = self.raw(name)
         if value is None:
@@ -110,7 +129,9 @@ class Env:
         return value
 
     @staticmethod
-    def _bounded(name, number, minimum, maximum):
+    def _bounded(
+        name: builtins.str, number: _Number, minimum: _Number | None, maximum: _Number | None
+    ) -> _Number:
         if minimum is not None and number < minimum:
             raise ImproperlyConfigured(f"{name}={number} is below the minimum {minimum}")
         if maximum is not None and number > maximum:

@@ -148,7 +148,7 @@ if DATABASE_URL:
         _database["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_DISABLE_SERVER_SIDE_CURSORS", False)
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
+    _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["OPTIONS"] = {
         # Web, worker and beat share the file: WAL and immediate transactions avoid
@@ -469,7 +469,7 @@ for _url in TELEMETRY_OLLAMA_URLS:
 
 # A sample not taken within one interval is worthless: expire it rather than let a stopped
 # worker come back to a backlog of stale sampling tasks.
-for _host in TELEMETRY_HOSTS or [None]:
+for _host in TELEMETRY_HOSTS or (None,):
     CELERY_BEAT_SCHEDULE[
         f"monitoring.sample_telemetry.{_host}" if _host else "monitoring.sample_telemetry"
     ] = {

@@ -3,6 +3,8 @@ may delete, e.g. a machine's samples after it is retired."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib import admin
 
 from monitoring.models import GpuSample, HostSample, LoadedModelSample
@@ -23,7 +25,7 @@ class GpuSampleInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = GpuSample
     extra = 0
     can_delete = False
-    fields = [
+    fields: ClassVar[tuple[str, ...]] = (
         "index",
         "name",
         "memory_used_mb",
@@ -34,7 +36,7 @@ class GpuSampleInline(ReadOnlyAdminMixin, admin.TabularInline):
         "power_draw_w",
         "power_limit_w",
         "error",
-    ]
+    )
     readonly_fields = fields
 
 
@@ -42,7 +44,14 @@ class LoadedModelSampleInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = LoadedModelSample
     extra = 0
     can_delete = False
-    fields = ["ollama_url", "model", "size", "size_vram", "expires_at", "context_length"]
+    fields: ClassVar[tuple[str, ...]] = (
+        "ollama_url",
+        "model",
+        "size",
+        "size_vram",
+        "expires_at",
+        "context_length",
+    )
     readonly_fields = fields
 
 

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat.models import Message
-from monitoring import selectors, services
+from monitoring.selectors import requests, samples
 from monitoring.serializers import LatestOutput
 
 #: Without an explicit resolution the throughput series aims at about this many points.
@@ -65,7 +65,7 @@ def _window(attrs):
     if since >= until:
         raise serializers.ValidationError({"since": ["since must be earlier than until."]})
     window = (until - since).total_seconds()
-    limit = services.MAX_WINDOW.total_seconds()
+    limit = samples.MAX_WINDOW.total_seconds()
     if window > limit:
         raise serializers.ValidationError(
             {
@@ -82,13 +82,13 @@ def _window(attrs):
 
 def _check_points(window: float, resolution: int) -> None:
     points = math.ceil(window / resolution)
-    if points > services.MAX_POINTS:
-        least = math.ceil(window / services.MAX_POINTS)
+    if points > samples.MAX_POINTS:
+        least = math.ceil(window / samples.MAX_POINTS)
         raise serializers.ValidationError(
             {
                 "resolution": [
                     f"A {int(window)} s window at {resolution} s resolution is {points} "
-                    f"points; the maximum is {services.MAX_POINTS}: use resolution={least} "
+                    f"points; the maximum is {samples.MAX_POINTS}: use resolution={least} "
                     "or more, or a shorter window."
                 ]
             }
@@ -102,7 +102,7 @@ class SeriesInput(WindowInput):
         max_value=86400,
         help_text=(
             "bucket width in seconds (1..86400); default: the sampling interval, or wider to "
-            f"keep about {services.DEFAULT_POINTS} points"
+            f"keep about {samples.DEFAULT_POINTS} points"
         ),
     )
 
@@ -112,7 +112,7 @@ class SeriesInput(WindowInput):
         resolution = attrs.get("resolution")
         if resolution is None:
             resolution = max(
-                math.ceil(settings.TELEMETRY_INTERVAL), math.ceil(window / services.DEFAULT_POINTS)
+                math.ceil(settings.TELEMETRY_INTERVAL), math.ceil(window / samples.DEFAULT_POINTS)
             )
         _check_points(window, resolution)
         attrs["resolution"] = resolution
@@ -234,9 +234,9 @@ class LatestView(APIView):
     def get(self, request):
         host = request.query_params.get("host") or None
         now = timezone.now()
-        stale_after = settings.TELEMETRY_INTERVAL * services.STALE_INTERVALS
+        stale_after = settings.TELEMETRY_INTERVAL * samples.STALE_INTERVALS
         hosts = []
-        for sample in services.latest_samples(host):
+        for sample in samples.latest_samples(host):
             sample.age_seconds = round((now - sample.taken_at).total_seconds(), 1)
             sample.stale = sample.age_seconds > stale_after
             hosts.append(sample)
@@ -259,7 +259,7 @@ class SeriesView(APIView):
         params = SeriesInput(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        result = services.series(
+        result = samples.series(
             since=data["since"],
             until=data["until"],
             resolution=data["resolution"],
@@ -276,7 +276,7 @@ class SummaryView(APIView):
         params = WindowInput(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        result = services.summary(since=data["since"], until=data["until"], host=data.get("host"))
+        result = samples.summary(since=data["since"], until=data["until"], host=data.get("host"))
         return Response(SummaryOutput(result).data)
 
 
@@ -356,8 +356,8 @@ class ThroughputInput(RequestFilterInput):
         return attrs
 
 
-def _filters(request, data: dict) -> selectors.RequestFilters:
-    return selectors.RequestFilters(
+def _filters(request, data: dict) -> requests.RequestFilters:
+    return requests.RequestFilters(
         model=data.get("model") or None,
         host=data.get("host") or None,
         status=data.get("status") or None,
@@ -533,7 +533,7 @@ class RequestListView(generics.ListAPIView):
     """Every assistant reply with its figures, newest first (staff: every user's; others: their
     own). Paginated: `page`, `page_size` (at most 500)."""
 
-    queryset = Message.objects.none()  # the rows come from monitoring.selectors
+    queryset = Message.objects.none()  # the rows come from monitoring.selectors.requests
     serializer_class = RequestFigureOutput
     pagination_class = RequestPagination
 
@@ -542,8 +542,9 @@ class RequestListView(generics.ListAPIView):
         params = RequestListInput(data=request.query_params)
         params.is_valid(raise_exception=True)
         filters = _filters(request, params.validated_data)
-        page = self.paginate_queryset(selectors.request_rows(request.user, filters))
-        rows = [selectors.request_row(message) for message in page]
+        page = self.paginate_queryset(requests.request_rows(request.user, filters))
+        assert page is not None  # pagination_class is set
+        rows = [requests.request_row(message) for message in page]
         return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
 
@@ -556,7 +557,7 @@ class ThroughputView(APIView):
         params = ThroughputInput(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        result = selectors.throughput(
+        result = requests.throughput(
             request.user, _filters(request, data), resolution=data["resolution"]
         )
         return Response(ThroughputOutput(result).data)

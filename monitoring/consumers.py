@@ -1,9 +1,10 @@
 """`/ws/monitoring/`: live telemetry for the dashboard.
 
-Session-authenticated (the AuthMiddlewareStack in config/asgi.py). On connect the client gets
-``{"type": "monitoring.snapshot", "interval": 5.0, "samples": [...]}`` (the latest sample of each
-host), then ``{"type": "monitoring.sample", "sample": {...}}`` every time a worker records one
-(the shape of ``GET /api/monitoring/latest/``'s hosts). Client frames are ignored.
+Authenticated like every socket (accounts.sockets: the session, or a bearer header). On
+connect the client gets
+``{"type": "monitoring.snapshot", "interval": 5.0, "samples": [...]}`` (the latest sample of
+each host), then ``{"type": "monitoring.sample", "sample": {...}}`` every time a worker
+records one (the shape of ``GET /api/monitoring/latest/``'s hosts). Client frames are ignored.
 """
 
 from __future__ import annotations
@@ -12,33 +13,30 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from accounts import sockets
 from monitoring import services
-
-#: Application close code for "not logged in" (4000-4999 are the application's; 4401 echoes
-#: HTTP 401 so the client knows retrying without logging in is pointless).
-CLOSE_UNAUTHENTICATED = 4401
+from monitoring.selectors.samples import latest_payloads
 
 
 class MonitoringConsumer(AsyncJsonWebsocketConsumer):
     joined = False
 
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        if (await sockets.handshake(self.scope)).user is None:
             # Accept first: a close during the handshake reaches browsers as a bare 403 with
             # code 1006, and the page could not tell "log in" from "server down".
             await self.accept()
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close(code=sockets.CLOSE_UNAUTHENTICATED)
             return
         await self.channel_layer.group_add(services.GROUP, self.channel_name)
         self.joined = True
         await self.accept()
-        samples = await database_sync_to_async(services.latest_payloads)()
+        latest = await database_sync_to_async(latest_payloads)()
         await self.send_json(
             {
                 "type": "monitoring.snapshot",
                 "interval": settings.TELEMETRY_INTERVAL,
-                "samples": samples,
+                "samples": latest,
             }
         )
 

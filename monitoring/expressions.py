@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
 from django.db import NotSupportedError
 from django.db.models import BigIntegerField, ExpressionWrapper, Func, Value
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
+
+#: What an expression compiles to: the SQL and its parameters.
+Sql = tuple[str, tuple[Any, ...]]
 
 
 class EpochSeconds(Func):
@@ -16,7 +26,9 @@ class EpochSeconds(Func):
     arity = 1
     output_field = BigIntegerField()
 
-    def as_sqlite(self, compiler, connection, **extra_context):
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> Sql:
         # Django stores aware datetimes on SQLite as UTC text "YYYY-MM-DD HH:MM:SS[.ffffff]".
         # The fraction is cut off first: SQLite rounds it to milliseconds, which would move
         # 12:00:59.9999 into the next second, and so into the next bucket.
@@ -29,7 +41,9 @@ class EpochSeconds(Func):
             **extra_context,
         )
 
-    def as_postgresql(self, compiler, connection, **extra_context):
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> Sql:
         return self.as_sql(
             compiler,
             connection,
@@ -37,7 +51,9 @@ class EpochSeconds(Func):
             **extra_context,
         )
 
-    def as_mysql(self, compiler, connection, **extra_context):
+    def as_mysql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> Sql:
         return self.as_sql(
             compiler,
             connection,
@@ -45,10 +61,18 @@ class EpochSeconds(Func):
             **extra_context,
         )
 
-    def as_sql(self, compiler, connection, function=None, template=None, **extra_context):
+    def as_sql(
+        self,
+        compiler: SQLCompiler,
+        connection: BaseDatabaseWrapper,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> Sql:
         if template is None:
             raise NotSupportedError(f"EpochSeconds is not implemented for {connection.vendor}")
-        return super().as_sql(compiler, connection, function, template, **extra_context)
+        return super().as_sql(compiler, connection, function, template, arg_joiner, **extra_context)
 
 
 def epoch_bucket(field: str, resolution: int) -> ExpressionWrapper:
@@ -63,3 +87,8 @@ def epoch_bucket(field: str, resolution: int) -> ExpressionWrapper:
         EpochSeconds(field) / Value(int(resolution)) * Value(int(resolution)),
         output_field=BigIntegerField(),
     )
+
+
+def bucket_time(bucket: int) -> datetime:
+    """The start of an :func:`epoch_bucket` bucket as an aware UTC datetime."""
+    return datetime.fromtimestamp(int(bucket), UTC)

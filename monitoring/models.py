@@ -64,6 +64,10 @@ class HostSample(models.Model):
     # is missing or partial (a failed probe, the first CPU reading, a value out of range).
     notes = models.JSONField(default=dict, blank=True)
 
+    # Not columns: set by the latest view (monitoring.api.LatestView) on the samples it returns.
+    age_seconds: float
+    stale: bool
+
     class Meta:
         ordering = ["-taken_at", "-id"]
         get_latest_by = "taken_at"

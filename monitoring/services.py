@@ -1,32 +1,28 @@
-"""Telemetry: take and store samples, publish them live, prune them, and read them back as
-latest values, bucketed time series and summaries.
+"""Telemetry: take and store samples, publish them live and prune them.
 
-The Celery tasks (``monitoring.tasks``) and the API are thin wrappers around these functions.
+The Celery tasks (``monitoring.tasks``) are thin wrappers around these functions. Reading the
+samples back (latest values, bucketed time series, summaries) is in
+:mod:`monitoring.selectors.samples`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Avg, Count, Max, Min
 from django.utils import timezone
 
-from monitoring.expressions import epoch_bucket
-from monitoring.models import GpuSample, HostSample, LoadedModelSample
-from monitoring.probes import (
+from core.probes import (
     GpuProbe,
     GpuReport,
     HostProbe,
@@ -36,7 +32,9 @@ from monitoring.probes import (
     default_gpu_probe,
     default_host_probe,
 )
-from monitoring.probes._common import describe_exception
+from core.probes._common import describe_exception
+from monitoring.models import GpuSample, HostSample, LoadedModelSample
+from monitoring.selectors.samples import find_sample, sample_payload
 
 logger = logging.getLogger(__name__)
 
@@ -47,51 +45,9 @@ GROUP = "monitoring"
 PROBE_TIMEOUT = 10.0
 OLLAMA_PS_TIMEOUT = 3.0
 PUBLISH_TIMEOUT = 2.0
-#: Samples older than this many intervals mark their host as stale in the latest view.
-STALE_INTERVALS = 3
 
 PRUNE_BATCH_SIZE = 1000
 PRUNE_MAX_SECONDS = 120.0
-
-#: Longest window the series and summary endpoints accept, and the most points a series returns.
-MAX_WINDOW = timedelta(days=31)
-MAX_POINTS = 2000
-#: Without an explicit resolution a series aims at about this many points.
-DEFAULT_POINTS = 300
-
-HOST_SERIES_FIELDS = (
-    "ram_used_mb",
-    "ram_percent",
-    "ram_total_mb",
-    "swap_used_mb",
-    "cpu_percent",
-    "load_1",
-    "ollama_rss_mb",
-)
-GPU_SERIES_FIELDS = (
-    "memory_used_mb",
-    "memory_total_mb",
-    "utilization_percent",
-    "memory_utilization_percent",
-    "temperature_c",
-    "power_draw_w",
-    "power_limit_w",
-)
-HOST_SUMMARY_FIELDS = (
-    "ram_used_mb",
-    "ram_percent",
-    "swap_used_mb",
-    "cpu_percent",
-    "load_1",
-    "ollama_rss_mb",
-)
-GPU_SUMMARY_FIELDS = (
-    "memory_used_mb",
-    "utilization_percent",
-    "memory_utilization_percent",
-    "temperature_c",
-    "power_draw_w",
-)
 
 
 # --------------------------------------------------------------------------- probing
@@ -260,7 +216,9 @@ def _host_fields(report: HostReport | None, notes: dict[str, str]) -> dict[str, 
     }
 
 
-def _gpu_rows(report: GpuReport, host: str, taken_at: datetime, notes: dict[str, str]):
+def _gpu_rows(
+    report: GpuReport, host: str, taken_at: datetime, notes: dict[str, str]
+) -> list[GpuSample]:
     rows: list[GpuSample] = []
     seen: set[int] = set()
     for gpu in report.gpus:
@@ -302,7 +260,9 @@ def _gpu_rows(report: GpuReport, host: str, taken_at: datetime, notes: dict[str,
     return rows
 
 
-def _ollama_rows(reports: Iterable[OllamaPsReport], host: str, taken_at: datetime):
+def _ollama_rows(
+    reports: Iterable[OllamaPsReport], host: str, taken_at: datetime
+) -> tuple[list[dict[str, Any]], list[LoadedModelSample]]:
     statuses: list[dict[str, Any]] = []
     rows: list[LoadedModelSample] = []
     for report in reports:
@@ -384,7 +344,8 @@ def record_sample(
                 notes=notes,
                 **host_fields,
             )
-            for row in (*gpu_rows, *model_rows):
+            children: list[GpuSample | LoadedModelSample] = [*gpu_rows, *model_rows]
+            for row in children:
                 row.host_sample = sample
             GpuSample.objects.bulk_create(gpu_rows)
             LoadedModelSample.objects.bulk_create(model_rows)
@@ -403,18 +364,6 @@ def record_sample(
 # --------------------------------------------------------------------------- live push
 
 
-def _with_related(queryset):
-    return queryset.prefetch_related("gpus", "loaded_models")
-
-
-def sample_payload(sample: HostSample) -> dict[str, Any]:
-    """The JSON shape of one sample (as in ``GET /api/monitoring/latest/``), as plain types
-    (msgpack for the Redis channel layer cannot carry datetimes or DRF's dict subclasses)."""
-    from monitoring.serializers import HostSampleOutput
-
-    return json.loads(json.dumps(HostSampleOutput(sample).data, cls=DjangoJSONEncoder))
-
-
 def publish_sample(sample_id: int) -> bool:
     """Push a stored sample to every connected dashboard. Never raises; True if sent.
 
@@ -425,7 +374,7 @@ def publish_sample(sample_id: int) -> bool:
         layer = get_channel_layer()
         if layer is None:
             return False
-        sample = _with_related(HostSample.objects.filter(pk=sample_id)).first()
+        sample = find_sample(sample_id)
         if sample is None:
             return False
         message = {"type": "monitoring.sample", "sample": sample_payload(sample)}
@@ -494,202 +443,3 @@ def prune(
         if len(ids) < batch_size:
             break
     return result
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def latest_samples(host: str | None = None) -> list[HostSample]:
-    """The newest sample of each host (or of ``host``), with GPUs and loaded models."""
-    if host is not None:
-        hosts = [host]
-    else:
-        hosts = list(HostSample.objects.order_by("host").values_list("host", flat=True).distinct())
-    ids = []
-    for name in hosts:
-        pk = (
-            HostSample.objects.filter(host=name)
-            .order_by("-taken_at", "-id")
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if pk is not None:
-            ids.append(pk)
-    return list(_with_related(HostSample.objects.filter(pk__in=ids)).order_by("host"))
-
-
-def latest_payloads() -> list[dict[str, Any]]:
-    return [sample_payload(sample) for sample in latest_samples()]
-
-
-def _round(value: Any) -> Any:
-    return round(value, 2) if isinstance(value, float) else value
-
-
-def _bucket_time(bucket: int) -> datetime:
-    return datetime.fromtimestamp(int(bucket), UTC)
-
-
-def series(
-    *, since: datetime, until: datetime, resolution: int, host: str | None = None
-) -> dict[str, Any]:
-    """Bucketed averages per host and per GPU over ``[since, until)``, computed in the database.
-
-    Buckets are aligned on multiples of ``resolution`` seconds since the epoch, so consecutive
-    polls of a moving window agree on their shared buckets. Empty buckets are left out (a gap).
-    """
-    bucket = epoch_bucket("taken_at", resolution)
-    hosts_qs = HostSample.objects.filter(taken_at__gte=since, taken_at__lt=until)
-    gpus_qs = GpuSample.objects.filter(taken_at__gte=since, taken_at__lt=until)
-    if host is not None:
-        hosts_qs = hosts_qs.filter(host=host)
-        gpus_qs = gpus_qs.filter(host=host)
-
-    host_rows = (
-        hosts_qs.annotate(bucket=bucket)
-        .values("host", "bucket")
-        .annotate(samples=Count("id"), **{name: Avg(name) for name in HOST_SERIES_FIELDS})
-        .order_by("host", "bucket")
-    )
-    gpu_rows = (
-        gpus_qs.annotate(bucket=bucket)
-        .values("host", "index", "uuid", "bucket")
-        .annotate(
-            gpu_name=Max("name"),
-            samples=Count("id"),
-            **{name: Avg(name) for name in GPU_SERIES_FIELDS},
-        )
-        .order_by("host", "index", "uuid", "bucket")
-    )
-
-    by_host: dict[str, dict[str, Any]] = {}
-
-    def entry(name: str) -> dict[str, Any]:
-        return by_host.setdefault(name, {"host": name, "points": [], "gpus": []})
-
-    for row in host_rows:
-        point = {"t": _bucket_time(row["bucket"]), "samples": row["samples"]}
-        point.update({name: _round(row[name]) for name in HOST_SERIES_FIELDS})
-        entry(row["host"])["points"].append(point)
-
-    gpu_index: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for row in gpu_rows:
-        key = (row["host"], row["index"], row["uuid"])
-        gpu = gpu_index.get(key)
-        if gpu is None:
-            gpu = gpu_index[key] = {
-                "index": row["index"],
-                "uuid": row["uuid"],
-                "name": row["gpu_name"],
-                "points": [],
-            }
-            entry(row["host"])["gpus"].append(gpu)
-        point = {"t": _bucket_time(row["bucket"]), "samples": row["samples"]}
-        point.update({name: _round(row[name]) for name in GPU_SERIES_FIELDS})
-        gpu["points"].append(point)
-
-    return {
-        "since": since,
-        "until": until,
-        "resolution": resolution,
-        "hosts": [by_host[name] for name in sorted(by_host)],
-    }
-
-
-def _stats(row: dict[str, Any], name: str) -> dict[str, Any]:
-    return {
-        "min": _round(row[f"{name}__min"]),
-        "avg": _round(row[f"{name}__avg"]),
-        "max": _round(row[f"{name}__max"]),
-    }
-
-
-def _stat_aggregates(fields: Iterable[str]) -> dict[str, Any]:
-    aggregates: dict[str, Any] = {}
-    for name in fields:
-        aggregates[f"{name}__min"] = Min(name)
-        aggregates[f"{name}__avg"] = Avg(name)
-        aggregates[f"{name}__max"] = Max(name)
-    return aggregates
-
-
-def summary(*, since: datetime, until: datetime, host: str | None = None) -> dict[str, Any]:
-    """Min/avg/max of the host figures and of each GPU's over ``[since, until)``, and the models
-    seen loaded."""
-    window = {"taken_at__gte": since, "taken_at__lt": until}
-    if host is not None:
-        window["host"] = host
-    host_rows = (
-        HostSample.objects.filter(**window)
-        .values("host")
-        .annotate(
-            samples=Count("id"),
-            first=Min("taken_at"),
-            last=Max("taken_at"),
-            **_stat_aggregates(HOST_SUMMARY_FIELDS),
-        )
-        .order_by("host")
-    )
-    gpu_rows = (
-        GpuSample.objects.filter(**window)
-        .values("host", "index", "uuid")
-        .annotate(
-            gpu_name=Max("name"),
-            samples=Count("id"),
-            memory_total_mb=Max("memory_total_mb"),
-            **_stat_aggregates(GPU_SUMMARY_FIELDS),
-        )
-        .order_by("host", "index", "uuid")
-    )
-    model_rows = (
-        LoadedModelSample.objects.filter(**window)
-        .values("host", "ollama_url", "model")
-        .annotate(
-            samples=Count("id"),
-            first=Min("taken_at"),
-            last=Max("taken_at"),
-            max_size=Max("size"),
-            max_size_vram=Max("size_vram"),
-        )
-        .order_by("host", "ollama_url", "model")
-    )
-
-    hosts: dict[str, dict[str, Any]] = {}
-    for row in host_rows:
-        item = {
-            "host": row["host"],
-            "samples": row["samples"],
-            "first": row["first"],
-            "last": row["last"],
-            "gpus": [],
-            "models": [],
-        }
-        item.update({name: _stats(row, name) for name in HOST_SUMMARY_FIELDS})
-        hosts[row["host"]] = item
-    for row in gpu_rows:
-        if row["host"] not in hosts:
-            continue
-        gpu = {
-            "index": row["index"],
-            "uuid": row["uuid"],
-            "name": row["gpu_name"],
-            "samples": row["samples"],
-            "memory_total_mb": _round(row["memory_total_mb"]),
-        }
-        gpu.update({name: _stats(row, name) for name in GPU_SUMMARY_FIELDS})
-        hosts[row["host"]]["gpus"].append(gpu)
-    for row in model_rows:
-        if row["host"] not in hosts:
-            continue
-        hosts[row["host"]]["models"].append(
-            {
-                "ollama_url": row["ollama_url"],
-                "model": row["model"],
-                "samples": row["samples"],
-                "first": row["first"],
-                "last": row["last"],
-                "max_size": row["max_size"],
-                "max_size_vram": row["max_size_vram"],
-            }
-        )
-    return {"since": since, "until": until, "hosts": list(hosts.values())}

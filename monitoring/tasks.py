@@ -13,8 +13,8 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
 
+from core.probes import default_host_probe
 from monitoring import services
-from monitoring.probes import default_host_probe
 
 logger = logging.getLogger(__name__)
 

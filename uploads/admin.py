@@ -5,6 +5,19 @@ from django.template.defaultfilters import filesizeformat
 
 from uploads.models import Upload
 
+# Shown, all read-only (a tuple: the admin stubs type `fields` as a list of field groups).
+_FIELDS = (
+    "id",
+    "owner",
+    "original_name",
+    "stored_name",
+    "kind",
+    "content_type",
+    "size",
+    "sha256",
+    "created",
+)
+
 
 @admin.register(Upload)
 class UploadAdmin(admin.ModelAdmin):
@@ -21,18 +34,8 @@ class UploadAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     date_hierarchy = "created"
     ordering = ["-created"]
-    fields = [
-        "id",
-        "owner",
-        "original_name",
-        "stored_name",
-        "kind",
-        "content_type",
-        "size",
-        "sha256",
-        "created",
-    ]
-    readonly_fields = fields
+    fields = _FIELDS
+    readonly_fields = _FIELDS
 
     @admin.display(description="size", ordering="size")
     def human_size(self, upload: Upload) -> str:

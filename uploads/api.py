@@ -14,13 +14,12 @@ from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, serializers, status
-from rest_framework.exceptions import ErrorDetail, NotFound, ParseError
+from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
-from rest_framework.views import set_rollback
 
 from uploads import selectors, services
 from uploads.errors import UploadError
@@ -82,20 +81,6 @@ class UploadsAPIView(generics.GenericAPIView):
         except Upload.DoesNotExist:
             raise NotFound("No upload with this id.") from None
 
-    def handle_exception(self, exc):
-        if isinstance(exc, UploadError):
-            # Built here rather than via an APIException, which would turn the figures
-            # (max_bytes...) into strings.
-            set_rollback()
-            body = {"detail": exc.message, "code": exc.code, **exc.extra}
-            return Response(body, status=exc.status_code)
-        response = super().handle_exception(exc)
-        # DRF's own errors (401, 404, 405, 415, 429...) get their code too.
-        data = getattr(response, "data", None)
-        if isinstance(data, dict) and isinstance(data.get("detail"), ErrorDetail):
-            data.setdefault("code", data["detail"].code)
-        return response
-
 
 class UploadListCreateView(mixins.ListModelMixin, UploadsAPIView):
     parser_classes = [MultiPartParser]
@@ -144,6 +129,8 @@ class UploadListCreateView(mixins.ListModelMixin, UploadsAPIView):
             data = request.data
         except ParseError as exc:
             raise UploadError("malformed_request", str(exc.detail)) from exc
+        # Installed by initialize_request for every POST.
+        assert self.upload_handler is not None
         self.upload_handler.raise_error()
         form = UploadInput(data=data)
         if not form.is_valid():
@@ -191,6 +178,7 @@ class StreamingFileResponse(FileResponse):
     block_size = 64 * 1024
 
     async def __aiter__(self):
+        assert self.file_to_stream is not None  # a FileResponse is always given its file
         read = sync_to_async(self.file_to_stream.read, thread_sensitive=False)
         while chunk := await read(self.block_size):
             yield chunk

@@ -1,7 +1,7 @@
 """Why an upload was refused: a stable ``code``, a message for people, an HTTP status.
 
-Plain exceptions (no DRF), raised by the upload handler and the services; ``uploads.api``
-turns them into JSON ``{"detail": ..., "code": ..., ...extra}`` responses.
+Application errors (``core.errors.AppError``), raised by the upload handler and the services
+and rendered by the one exception handler as ``{"detail": ..., "code": ..., ...extra}``.
 """
 
 from __future__ import annotations
@@ -10,19 +10,22 @@ from typing import Any
 
 from django.template.defaultfilters import filesizeformat
 
+from core.errors import AppError
 
-class UploadError(Exception):
-    status_code = 400
+
+class UploadError(AppError):
+    status = 400
 
     def __init__(self, code: str, message: str, **extra: Any) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.extra = extra
+        super().__init__(code, message, extra=extra)
+
+    @property
+    def message(self) -> str:
+        return self.detail
 
 
 class FileTooLarge(UploadError):
-    status_code = 413
+    status = 413
 
     def __init__(self, max_bytes: int, *, declared: int | None = None) -> None:
         if declared is None:
@@ -36,7 +39,7 @@ class FileTooLarge(UploadError):
 
 
 class QuotaExceeded(UploadError):
-    status_code = 413
+    status = 413
 
     def __init__(self, *, size: int, used: int, quota: int) -> None:
         super().__init__(

@@ -391,7 +391,9 @@ def detect(head: bytes, filename: str) -> FileType:
     return FileType(spec.kind, content_type, ext, spec.format, encoding)
 
 
-def validate_text_stream(chunks: Iterable[bytes], *, encoding: str = "utf-8") -> None:
+def validate_text_stream(
+    chunks: Iterable[bytes | bytearray | memoryview], *, encoding: str = "utf-8"
+) -> None:
     """Check a whole text stream: valid ``encoding`` across chunk boundaries, no NUL.
 
     Pass ``FileType.encoding`` from ``detect``. Raises ``RejectedFile`` (``invalid_encoding``

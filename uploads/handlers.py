@@ -23,6 +23,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
@@ -31,6 +32,9 @@ from django.utils.datastructures import MultiValueDict
 
 from uploads import storage
 from uploads.errors import FileTooLarge, UploadError
+
+if TYPE_CHECKING:
+    from _hashlib import HASH
 
 FIELD_NAME = "file"
 #: Room for the multipart framing around the file (boundaries, part headers, a long file
@@ -41,10 +45,22 @@ MULTIPART_ALLOWANCE = 64 * 1024
 class StreamedUpload(UploadedFile):
     """A file received by ``LimitedUploadHandler``: complete, fsynced, hashed, not yet stored."""
 
-    def __init__(self, file, *, name, content_type, size, charset, temp_path, sha256) -> None:
+    def __init__(
+        self,
+        file: IO[bytes],
+        *,
+        name: str | None,
+        content_type: str | None,
+        size: int,
+        charset: str | None,
+        temp_path: Path,
+        sha256: str,
+    ) -> None:
         super().__init__(file, name, content_type, size, charset)
         self.temp_path = Path(temp_path)
         self.sha256 = sha256
+        #: The byte count as an int: UploadedFile.size may be None, this one never is.
+        self.received_size: int = size
         self.stored = False
 
     def temporary_file_path(self) -> str:
@@ -74,8 +90,8 @@ class LimitedUploadHandler(FileUploadHandler):
         #: Bytes of file content accepted so far (for the file being received).
         self.bytes_received = 0
         self._files_started = 0
-        self._fh = None
-        self._digest = None
+        self._fh: IO[bytes] | None = None
+        self._digest: HASH | None = None
         self._temp_path: Path | None = None  # of the file being received
         self._uploads: list[StreamedUpload] = []
 
@@ -114,6 +130,8 @@ class LimitedUploadHandler(FileUploadHandler):
             self.error = FileTooLarge(self.max_bytes)
             self.discard()
             raise StopUpload(connection_reset=True)
+        # new_file opened both before Django hands over any data of the file.
+        assert self._fh is not None and self._digest is not None
         self._fh.write(raw_data)
         self._digest.update(raw_data)
         self.bytes_received += len(raw_data)
@@ -122,6 +140,7 @@ class LimitedUploadHandler(FileUploadHandler):
     def file_complete(self, file_size):
         fh, self._fh = self._fh, None
         temp_path, self._temp_path = self._temp_path, None
+        assert fh is not None and temp_path is not None and self._digest is not None
         fh.flush()
         os.fsync(fh.fileno())
         fh.seek(0)

@@ -64,7 +64,7 @@ def store_upload(*, owner, file: UploadedFile) -> Upload:
         raise UploadError("no_file", "The file has no name.")
     max_bytes = settings.UPLOAD_MAX_BYTES
     if isinstance(file, StreamedUpload) and file.temp_path.parent == storage.upload_dir():
-        temp_path, size, sha256 = file.temp_path, file.size, file.sha256
+        temp_path, size, sha256 = file.temp_path, file.received_size, file.sha256
         owned_temp = False
     else:
         temp_path, size, sha256 = _spool(file, max_bytes)

@@ -59,7 +59,9 @@ def test_inactive_user_cannot_obtain_a_token(api_client, make_user, password):
 def test_missing_fields_are_named(api_client, db):
     response = api_client.post(TOKEN, {}, format="json")
     assert response.status_code == 400
-    assert set(response.json()) == {"email", "password"}
+    body = response.json()
+    assert set(body) == {"email", "password", "detail", "code"}
+    assert body["code"] == "invalid_input" and body["detail"] == "email: This field is required."
 
 
 def test_refresh_rotates_and_the_old_refresh_token_is_refused(api_client, tokens):

@@ -149,6 +149,13 @@ def run_check(all_frames: list[dict]) -> ws_stream.Sample:
     return check.result(connect_seconds=0.001)
 
 
+def failure(all_frames: list[dict]) -> str:
+    """The check's error for frames that must fail it."""
+    sample = run_check(all_frames)
+    assert not sample.ok and sample.error is not None, sample
+    return sample.error
+
+
 def test_reply_tokens_round_trip_through_the_doubles_tokenizer():
     from tests.ollama_double import tokenize
 
@@ -183,20 +190,19 @@ def test_a_reply_in_one_frame_has_no_rate():
     ],
 )
 def test_loss_and_duplication_are_caught(tokens, error):
-    sample = run_check(frames(*tokens))
-    assert not sample.ok
-    assert sample.error.startswith(error), sample.error
+    found = failure(frames(*tokens))
+    assert found.startswith(error), found
 
 
 def test_other_failures_are_caught():
-    assert "eval_count" in run_check(frames((0, " w0 w1 w2 w3"), eval_count=3)).error
+    assert "eval_count" in failure(frames((0, " w0 w1 w2 w3"), eval_count=3))
     no_done = frames((0, " w0 w1 w2 w3"))[:-1]
-    assert "without chat.done" in run_check(no_done).error
+    assert "without chat.done" in failure(no_done)
     foreign = frames((0, " w0 w1 w2 w3"))
     foreign.insert(3, {**foreign[2], "conversation": "another"})
-    assert "another conversation" in run_check(foreign).error
+    assert "another conversation" in failure(foreign)
     failed = [*frames((0, " w0"))[:-1], {"type": "chat.error", "code": "queue_full"}]
-    assert "queue_full" in run_check(failed).error
+    assert "queue_full" in failure(failed)
 
 
 def test_open_files_limit_is_raised_up_to_the_hard_limit():

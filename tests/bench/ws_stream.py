@@ -688,7 +688,7 @@ def profile_top(path: Path, limit: int = 15) -> str:
     stats.sort_stats("tottime").print_stats(limit)
     lines = out.getvalue().splitlines()
     start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-    total = stats.total_tt  # type: ignore[attr-defined]
+    total = stats.total_tt  # type: ignore[attr-defined]  # set by Stats, not in typeshed
     return "\n".join(
         [f"  Daphne event loop profile ({total:.1f} s profiled): {path}"]
         + [f"  {line.strip()[:160]}" for line in lines[start:] if line.strip()]
@@ -950,13 +950,13 @@ class Bench:
                 "direct", self.direct_round, concurrency, rounds, server=False
             )
             await self.close_direct_clients()
-            profiled = isinstance(self.daphne, ProfiledDaphne)
-            if profiled:
-                self.daphne.profile_start()
+            profiled = self.daphne if isinstance(self.daphne, ProfiledDaphne) else None
+            if profiled is not None:
+                profiled.profile_start()
             gateway = await self.measure(
                 "gateway (WebSocket)", self.gateway_round, concurrency, rounds, server=True
             )
-            profile = await self.daphne.profile_stop() if profiled else None
+            profile = await profiled.profile_stop() if profiled is not None else None
             level = Level(concurrency, rounds, direct, gateway, ratios(gateway, direct))
             levels.append(level)
             emit(format_level(level))

@@ -13,6 +13,8 @@ Two consequences:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -40,7 +42,7 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Browser:
+def chromium() -> Iterator[Browser]:
     """One Chromium per module; the ORM is allowed beside Playwright's loop while it runs
     (up to the database flush that ends the module's last test)."""
     expect.set_options(timeout=WAIT_MS)
@@ -78,6 +80,7 @@ def log_in(context: BrowserContext, server, user) -> None:
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.create()
+    assert session.session_key is not None  # create() saved it under a new key
     context.add_cookies(
         [
             {

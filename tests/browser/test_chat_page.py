@@ -68,7 +68,9 @@ def wait_for_text(page: Page, minimum: int = 1) -> None:
 
 
 def last_reply(conversation: Conversation) -> Message:
-    return conversation.messages.filter(role="assistant").order_by("-id").first()
+    reply = conversation.messages.filter(role="assistant").order_by("-id").first()
+    assert reply is not None, "the conversation has no reply"
+    return reply
 
 
 # --------------------------------------------------------------------------- streaming

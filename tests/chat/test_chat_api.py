@@ -55,6 +55,7 @@ def test_reply_with_all_figures(auth_client, ollama, user):
     assert reply.content == "Hello there, friend."
     assert reply.eval_count == 5
     assert reply.tokens_per_second == pytest.approx(body["tokens_per_second"])
+    assert reply.resources is not None
     assert reply.resources["ram_usage_before"]["total_mb"] > 0
 
 
@@ -114,7 +115,8 @@ def test_system_given_with_a_new_conversation_is_kept(auth_client, ollama):
 def test_empty_message(auth_client, ollama):
     response = chat(auth_client, message="   ")
     assert response.status_code == 400
-    assert response.json()["message"] == ["The message is empty."]
+    # docs/api.md's contract: the code the WebSocket sends too.
+    assert response.json() == {"detail": "The message is empty.", "code": "empty_message"}
     assert not ollama.requests_to("/api/chat")
 
 
@@ -122,7 +124,8 @@ def test_message_over_the_limit(auth_client, ollama, settings):
     settings.CHAT_MAX_MESSAGE_CHARS = 10
     response = chat(auth_client, message="x" * 11)
     assert response.status_code == 400
-    assert "limit is 10" in response.json()["message"][0]
+    assert response.json()["code"] == "message_too_long"
+    assert "limit is 10" in response.json()["detail"]
 
 
 def test_bad_options_are_named(auth_client, ollama):
@@ -211,7 +214,7 @@ def test_dropped_connection_is_saved_as_failed_with_partial_text(auth_client, ol
 def test_read_timeout(auth_client, ollama, settings):
     settings.OLLAMA_READ_TIMEOUT = 0.3
     ollama.script(tokens=["a", "b"], token_delay=1.0)
-    from chat.ollama import close_all  # noqa: F401 - timeouts apply to new clients
+    from core.ollama import close_all  # noqa: F401 - timeouts apply to new clients
 
     response = chat(auth_client, message="x")
     assert response.status_code == 504

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from chat import consumers
@@ -49,7 +50,7 @@ async def connect(user=None, *, headers=None, token=None):
 
 
 async def frames_until_end(communicator, timeout=10) -> list[dict]:
-    frames = []
+    frames: list[dict] = []
     while True:
         frame = await communicator.receive_json_from(timeout=timeout)
         frames.append(frame)
@@ -231,8 +232,8 @@ async def test_stop_cancels_upstream_and_keeps_the_partial_reply(alice, ollama):
     ollama.script(tokens=[f"w{i} " for i in range(100)], token_delay=0.03)
     communicator = await connect(alice)
     await communicator.send_json_to({"type": "chat.send", "message": "long"})
-    frames = []
-    while sum(len(f.get("content", "")) for f in frames) < 12:
+    frames: list[dict] = []
+    while len("".join(f.get("content", "") for f in frames)) < 12:
         frames.append(await communicator.receive_json_from(timeout=5))
     conversation = frames[0]["conversation"]
     await communicator.send_json_to({"type": "chat.stop", "conversation": conversation})
@@ -271,7 +272,7 @@ async def test_resume_after_reconnect_loses_and_doubles_nothing(alice, ollama):
     ollama.script(tokens=reply_tokens, token_delay=0.02)
     first = await connect(alice)
     await first.send_json_to({"type": "chat.send", "message": "count"})
-    frames = []
+    frames: list[dict] = []
     while len(text_of(frames)) < 40:
         frames.append(await first.receive_json_from(timeout=5))
     started = next(f for f in frames if f["type"] == "chat.started")
@@ -463,3 +464,38 @@ async def test_a_full_queue_leaves_no_empty_conversation(alice, ollama, settings
         await communicator.disconnect()
     assert error["code"] == "queue_full"
     assert not await Conversation.objects.filter(owner=alice).aexists()
+
+
+async def test_a_second_send_to_a_busy_conversation_is_refused(alice, ollama):
+    ollama.script(tokens=["first"])
+    held = ollama.script(tokens=["a", "b"], hold_after=1)
+    communicator = await connect(alice)
+    await communicator.send_json_to({"type": "chat.send", "message": "one"})
+    conversation = (await frames_until_end(communicator))[-1]["conversation"]
+    await communicator.send_json_to(
+        {"type": "chat.send", "message": "two", "conversation": conversation}
+    )
+    while (await communicator.receive_json_from(timeout=5))["type"] != "chat.token":
+        pass
+
+    await communicator.send_json_to(
+        {"type": "chat.send", "message": "three", "conversation": conversation}
+    )
+    error = await communicator.receive_json_from(timeout=5)
+    assert (error["type"], error["code"], error["conversation"]) == (
+        "chat.error",
+        "generation_running",
+        conversation,
+    )
+    # REST says the same, with its status.
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}")
+    response = await sync_to_async(client.post)(
+        "/api/chat/", {"message": "four", "conversation": conversation}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["code"] == "generation_running"
+
+    ollama.release(held)
+    assert (await frames_until_end(communicator))[-1]["type"] == "chat.done"
+    await communicator.disconnect()

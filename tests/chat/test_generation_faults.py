@@ -70,7 +70,7 @@ async def test_a_failed_flush_loses_nothing(alice, ollama, monkeypatch, settings
     settings.CHAT_FLUSH_INTERVAL = 0.05
     ollama.script(tokens=[f"t{i} " for i in range(12)], token_delay=0.02)
     real = services._save_content
-    failures = []
+    failures: list[str] = []
 
     def flaky(message_id, content):
         if not failures:
@@ -180,7 +180,7 @@ async def test_a_request_cancelled_while_queued_still_gets_a_reply_row(alice, ol
         await held.acquired()
         communicator = await connect(alice)
         await communicator.send_json_to({"type": "chat.send", "message": "waiting"})
-        frames = []
+        frames: list[dict] = []
         while not any(f["type"] == "chat.queued" for f in frames):
             frames.append(await communicator.receive_json_from(timeout=5))
         conversation = frames[0]["conversation"]

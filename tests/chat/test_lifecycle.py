@@ -112,7 +112,7 @@ async def test_a_beating_process_tags_its_replies_and_a_sweep_elsewhere_announce
         ollama.script(tokens=[f"w{i} " for i in range(200)], token_delay=0.02)
         communicator = await connect(alice)
         await communicator.send_json_to({"type": "chat.send", "message": "long"})
-        frames = []
+        frames: list[dict] = []
         while not any(f["type"] == "chat.token" for f in frames):
             frames.append(await communicator.receive_json_from(timeout=5))
         reply = await Message.objects.aget(pk=frames[-1]["message"])
@@ -145,8 +145,8 @@ async def test_drain_interrupts_what_outlives_the_grace_and_refuses_new_work(
     ollama.script(tokens=[f"w{i} " for i in range(300)], token_delay=0.02)
     communicator = await connect(alice)
     await communicator.send_json_to({"type": "chat.send", "message": "long"})
-    frames = []
-    while sum(len(f.get("content", "")) for f in frames) < 12:
+    frames: list[dict] = []
+    while len("".join(f.get("content", "") for f in frames)) < 12:
         frames.append(await communicator.receive_json_from(timeout=5))
 
     await lifecycle.drain(grace=0)

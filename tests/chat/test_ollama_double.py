@@ -476,6 +476,7 @@ def test_context_manager_and_standalone_module():
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
     try:
         assert "listening" in proc.stdout.readline()
         body = {"model": "llama3.2:3b", "messages": USER, "stream": False}

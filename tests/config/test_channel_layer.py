@@ -29,11 +29,12 @@ async def test_messages_and_groups_work_as_in_channels():
 async def test_the_expiry_scan_runs_once_per_interval(monkeypatch):
     scans = []
     original = layers.InMemoryChannelLayer._clean_expired
-    monkeypatch.setattr(
-        layers.InMemoryChannelLayer,
-        "_clean_expired",
-        lambda self: (scans.append(1), original(self)),
-    )
+
+    def counted(self):
+        scans.append(1)
+        return original(self)
+
+    monkeypatch.setattr(layers.InMemoryChannelLayer, "_clean_expired", counted)
     layer = InMemoryChannelLayer(clean_interval=60)
     channels = [await layer.new_channel() for _ in range(50)]
     for channel in channels:

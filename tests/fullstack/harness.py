@@ -212,12 +212,13 @@ class CeleryProcess:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if not self.alive:
+        process = self.process
+        if process is None or process.poll() is not None:  # not alive
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.kill()
 
@@ -446,6 +447,7 @@ class ConnectionSampler:
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
                         (self.database,),
                     ).fetchone()
+                    assert row is not None  # count(*) always answers one row
                     self.samples.append((time.monotonic(), int(row[0])))
                     self._stop.wait(self.interval)
         except BaseException as exc:
@@ -488,12 +490,12 @@ def assert_nothing_lost(timeout: float = WAIT) -> None:
     if empty:
         problems.append(f"conversations without messages: {empty}")
 
-    rows = Message.objects.order_by("conversation_id", "id").values_list(
+    messages = Message.objects.order_by("conversation_id", "id").values_list(
         "id", "conversation_id", "role", "status", "error_code"
     )
     previous: tuple | None = None
     orphans: list[int] = []
-    for row in rows:
+    for row in messages:
         _id, conversation, role, status, code = row
         if previous is not None and previous[1] == conversation and previous[2] == "user":
             if role != Message.Role.ASSISTANT:

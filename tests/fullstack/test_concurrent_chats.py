@@ -130,6 +130,7 @@ def test_concurrent_chats_over_both_processes(stack, double, make_users, headers
         if chat in not_done:
             continue
         text, problems = chat.text()
+        assert chat.expected is not None  # every chat here knows its reply
         if problems or text != chat.expected:
             wrong.append(
                 f"{chat.client.name}: {problems or 'wrong text'}; {len(text)} chars of "

@@ -30,12 +30,15 @@ def test_idle_sockets_stay_open_then_answer_ping(stack, user, headers):
             for client in clients:
                 await client.ping()
             started = time.monotonic()
-            readers = {c.reader: c for c in clients}
+            readers: dict[asyncio.Task, WsClient] = {}
+            for c in clients:
+                assert c.reader is not None  # opened
+                readers[c.reader] = c
             done, _ = await asyncio.wait(readers, timeout=IDLE_SECONDS)
             closed = [readers[task] for task in done]
             assert not closed, "sockets closed while idle: " + "; ".join(
                 f"{c.name} closed with {c.close_code} {c.close_reason!r} after "
-                f"{c.closed_at - started:.1f} s idle"
+                f"{(c.closed_at or time.monotonic()) - started:.1f} s idle"
                 for c in closed
             )
             for client in clients:

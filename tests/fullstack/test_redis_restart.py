@@ -35,7 +35,8 @@ OUTAGE_SECONDS = 2.0  # how long Redis is down: the scenario, not a wait for a r
 
 def check_ends(chats: list[Chat], streams: list[SseClient]) -> list[str]:
     """Each client's one end agrees with the saved reply; a complete reply is all of it."""
-    ids = [reply_id(x.frames) or 0 for x in [*chats, *streams]]
+    clients: list[Chat | SseClient] = [*chats, *streams]
+    ids = [reply_id(x.frames) or 0 for x in clients]
     findings = []
     try:
         wait_until(
@@ -107,8 +108,8 @@ def test_redis_restart_while_chats_stream(stack, double, make_users, headers):
                         findings.append(f"new WS chat after the restart: {chat.describe()}")
                 stream = SseClient(daphne.url, headers(users[1]), f"after sse {index}").start()
                 await stream.finished(timeout=WAIT)
-                terminal = stream.terminal_event()
-                if not (terminal and terminal["type"] == "metrics" and stream.done_marker):
+                event = stream.terminal_event()
+                if not (event and event["type"] == "metrics" and stream.done_marker):
                     findings.append(f"new SSE chat after the restart: {stream.describe()}")
             except AssertionError as exc:
                 findings.append(f"new chat on daphne{index + 1} after the restart: {exc}")

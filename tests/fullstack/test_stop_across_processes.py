@@ -8,6 +8,7 @@ up before its last token).
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -52,13 +53,11 @@ def test_stop_from_the_other_process(stack, double, user, headers):
 
     asyncio.run(scenario())
 
+    def final(pk: int) -> Message | None:
+        return Message.objects.filter(pk=pk).exclude(status=Message.Status.STREAMING).first()
+
     for message in outcomes:
-        reply = wait_until(
-            lambda m=message: (
-                Message.objects.filter(pk=m).exclude(status=Message.Status.STREAMING).first()
-            ),
-            f"final status of reply {message}",
-        )
+        reply = wait_until(functools.partial(final, message), f"final status of reply {message}")
         assert reply.status == Message.Status.CANCELLED, (reply.status, reply.error_code)
         assert 0 < len(reply.content) < len("".join(SLOW_TOKENS))
     generations = double.generations

@@ -9,8 +9,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from core.probes import GpuProbe, HostProbe, NvmlSession
 from monitoring.models import GpuSample, HostSample, LoadedModelSample
-from monitoring.probes import GpuProbe, HostProbe, NvmlSession
 from monitoring.services import Probes
 
 from .fake_nvml import FakeGpu, FakeNvml, MiB

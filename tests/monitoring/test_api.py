@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from tests.support.errors import assert_field_error
+
 from .conftest import make_sample
 
 pytestmark = pytest.mark.django_db
@@ -172,7 +174,7 @@ def test_unencoded_plus_in_the_offset_is_understood(auth_client, history):
 def test_series_validation_messages(auth_client, params, field, message):
     response = auth_client.get("/api/monitoring/series/", params)
     assert response.status_code == 400
-    assert response.json() == {field: [message]}
+    assert_field_error(response, field, message)
 
 
 def test_bad_datetime_names_the_format(auth_client):

@@ -56,6 +56,11 @@ def send_sample(redis_url: str, queue: str, host: str) -> str:
     return result.id
 
 
+def worker_pid(worker: CeleryWorker) -> int:
+    assert worker.process is not None, "the worker was started"
+    return worker.process.pid
+
+
 def await_sample(task_id: str, worker: CeleryWorker, what: str) -> HostSample:
     deadline = time.monotonic() + SAMPLE_DEADLINE
     while True:
@@ -83,14 +88,14 @@ def test_worker_survives_redis_restarts(redis_server, tmp_path, ollama_double):
     try:
         first = await_sample(send_sample(redis_server.url, queue, host), worker, "at start")
         assert first.host == host
-        pid = worker.process.pid
+        pid = worker_pid(worker)
 
         for restart in range(1, RESTARTS + 1):
             redis_server.restart()
             task_id = send_sample(redis_server.url, queue, host)
             sample = await_sample(task_id, worker, f"after Redis restart {restart}")
             assert sample.host == host
-            assert worker.alive() and worker.process.pid == pid, worker.log()
+            assert worker.alive() and worker_pid(worker) == pid, worker.log()
     finally:
         code = worker.stop()
 

@@ -62,7 +62,7 @@ def wait_for(predicate, what: str, worker: CeleryWorker, timeout: float = DEADLI
         result = predicate()
         if result:
             return result
-        if worker.process.poll() is not None:
+        if not worker.alive():
             pytest.fail(f"the worker exited while waiting for {what}:\n{worker.log()}")
         time.sleep(0.1)
     pytest.fail(f"no {what} within {timeout:g} s; worker log:\n{worker.log()}")
@@ -87,7 +87,7 @@ async def _sample_and_listen(queue: str, host: str, worker: CeleryWorker) -> tup
         deadline = time.monotonic() + DEADLINE
         while not receiving.done():
             await asyncio.wait({receiving}, timeout=0.5)
-            if worker.process.poll() is not None:
+            if not worker.alive():
                 pytest.fail(f"the worker exited before publishing a sample:\n{worker.log()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"no sample published within {DEADLINE:g} s:\n{worker.log()}")
@@ -124,7 +124,8 @@ def test_worker_samples_publishes_and_prunes(clean_redis, tmp_path, ollama_doubl
         sample = HostSample.objects.get(task_id=task_id)
         assert message["sample"]["id"] == sample.pk
         assert sample.host == host
-        assert sample.ram_total_mb > 0 and sample.ram_used_mb > 0
+        assert sample.ram_total_mb is not None and sample.ram_total_mb > 0
+        assert sample.ram_used_mb is not None and sample.ram_used_mb > 0
         # Real pynvml: GPUs where there are some, NVML's reason where there are none (not a
         # probe that crashed).
         assert sample.gpu_available or sample.gpu_reason, sample.gpu_reason

@@ -48,7 +48,9 @@ def test_page_wires_its_endpoints_and_scripts(logged_in, settings):
     assert scripts, "the page loads its scripts"
     for attrs, body in scripts:
         assert body.strip() == ""
-        src = re.search(r'src="([^"]+)"', attrs).group(1)
+        found = re.search(r'src="([^"]+)"', attrs)
+        assert found is not None, attrs
+        src = found.group(1)
         assert src.startswith(settings.STATIC_URL if settings.STATIC_URL.startswith("/") else "/")
         assert "//" not in src
     assert 'href="/monitoring/"' in html  # the nav link in base.html

@@ -13,8 +13,8 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from monitoring.probes import gpu as gpu_module
-from monitoring.probes.gpu import GpuProbe, NvmlSession, describe_nvml_error
+from core.probes import gpu as gpu_module
+from core.probes.gpu import GpuProbe, NvmlSession, describe_nvml_error
 
 from .fake_nvml import FakeGpu, FakeNvml, FakeProcess, GiB, MiB
 
@@ -49,6 +49,12 @@ def two_gpus() -> FakeNvml:
 
 def probe_with_own_session(fake: FakeNvml, **session_kwargs) -> GpuProbe:
     return GpuProbe(nvml=fake, session=NvmlSession(fake, **session_kwargs))
+
+
+def session_of(probe: GpuProbe) -> NvmlSession:
+    session = probe.session
+    assert session is not None
+    return session
 
 
 # --------------------------------------------------------------------------- every field
@@ -183,6 +189,7 @@ def test_missing_bindings_give_unavailable(monkeypatch):
     monkeypatch.setattr(gpu_module, "_load_pynvml", no_pynvml)
     report = GpuProbe().probe()
     assert report.available is False
+    assert report.reason is not None
     assert "nvidia-ml-py" in report.reason
     assert "No module named 'pynvml'" in report.reason
 
@@ -255,6 +262,7 @@ def test_processes_not_allowed_gives_empty_list_with_note(code, note):
     fake.gpus[0].failures["nvmlDeviceGetComputeRunningProcesses"] = code
     gpu = probe_with_own_session(fake).probe().gpus[0]
     assert gpu.processes == []
+    assert gpu.processes_note is not None
     assert gpu.processes_note.startswith(note)
     assert gpu.memory_used_mb == 5120.5  # the rest of the device is fine
 
@@ -298,6 +306,7 @@ def test_every_gpu_lost_gives_unavailable_with_the_details():
     fake = FakeNvml(gpus=[FakeGpu(lost=True), FakeGpu(lost=True, lost_at_handle=True)])
     report = probe_with_own_session(fake).probe()
     assert report.available is False
+    assert report.reason is not None
     assert report.reason.startswith("no GPU answered (GPU 0: GPU is lost")
     assert "GPU 1: GPU is lost" in report.reason
     assert len(report.gpus) == 2
@@ -363,7 +372,7 @@ def test_probe_after_shutdown_initialises_again():
     fake = FakeNvml()
     probe = probe_with_own_session(fake)
     assert probe.probe().available
-    probe.session.shutdown()
+    session_of(probe).shutdown()
     assert probe.probe().available
     assert (fake.init_count, fake.shutdown_count) == (2, 1)
 
@@ -376,6 +385,7 @@ def test_nvml_shut_down_underneath_is_reported_then_recovered():
 
     report = probe.probe()
     assert report.available is False
+    assert report.reason is not None
     assert "re-initialised" in report.reason
     assert fake.shutdown_count == 1  # the probe did not try to shut down what it no longer owns
 
@@ -391,9 +401,10 @@ def test_driver_gone_mid_probe_resets_the_session():
 
     report = probe.probe()
     assert report.available is False
+    assert report.reason is not None
     assert report.reason.startswith("NVIDIA driver not loaded")
     assert fake.shutdown_count == 1  # released, to start clean
-    assert not probe.session.initialised
+    assert not session_of(probe).initialised
 
     del fake.failures["nvmlDeviceGetCount"]
     assert probe.probe().available
@@ -426,7 +437,7 @@ import atexit
 from tests.monitoring.fake_nvml import FakeNvml
 fake = FakeNvml()
 atexit.register(lambda: print("at exit", fake.init_count, fake.shutdown_count))
-from monitoring.probes.gpu import GpuProbe
+from core.probes.gpu import GpuProbe
 for _ in range(3):
     assert GpuProbe(nvml=fake).probe().available
 print("before exit", fake.init_count, fake.shutdown_count)
@@ -455,7 +466,7 @@ def test_forked_child_initialises_its_own_nvml_and_leaves_the_parents_alone():
             os.close(read_fd)
             ok = probe.probe().available
             before_shutdown = (fake.init_count, fake.shutdown_count)
-            probe.session.shutdown()
+            session_of(probe).shutdown()
             line = f"{ok} {before_shutdown} {fake.shutdown_count}"
             os.write(write_fd, line.encode())
         finally:
@@ -468,10 +479,10 @@ def test_forked_child_initialises_its_own_nvml_and_leaves_the_parents_alone():
     assert child_says == "True (2, 0) 1"
     # Parent: untouched, still initialised once.
     assert (fake.init_count, fake.shutdown_count) == (1, 0)
-    assert probe.session.initialised
+    assert session_of(probe).initialised
     assert probe.probe().available
     assert fake.init_count == 1
-    probe.session.shutdown()
+    session_of(probe).shutdown()
 
 
 def test_pid_change_without_fork_hook_is_also_detected(monkeypatch):
@@ -479,7 +490,7 @@ def test_pid_change_without_fork_hook_is_also_detected(monkeypatch):
     probe = probe_with_own_session(fake)
     assert probe.probe().available
     real_pid = os.getpid()
-    monkeypatch.setattr(gpu_module.os, "getpid", lambda: real_pid + 1)
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)
     assert probe.probe().available
     assert fake.init_count == 2
     assert fake.shutdown_count == 0

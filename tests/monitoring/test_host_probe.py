@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from monitoring.probes import host as host_module
-from monitoring.probes.host import HostProbe, find_ollama_processes, ollama_role
+from core.probes import host as host_module
+from core.probes.host import HostProbe, find_ollama_processes, ollama_role
 
 MiB = 1024 * 1024
 
@@ -33,12 +33,15 @@ def test_real_host_readings_are_plausible():
 
     ram = report.ram
     assert ram.error is None
+    assert ram.total_mb is not None and ram.used_mb is not None
+    assert ram.available_mb is not None and ram.percent is not None
     assert ram.total_mb > ram.used_mb > 0
     assert ram.total_mb > ram.available_mb > 0
     assert 0 <= ram.percent <= 100
 
     swap = report.swap
     assert swap.error is None
+    assert swap.total_mb is not None and swap.used_mb is not None and swap.percent is not None
     assert swap.total_mb >= swap.used_mb >= 0
     assert 0 <= swap.percent <= 100
 
@@ -50,6 +53,7 @@ def test_real_host_readings_are_plausible():
 
     load = report.load_average
     assert load.error is None
+    assert load.one is not None and load.five is not None and load.fifteen is not None
     assert min(load.one, load.five, load.fifteen) >= 0
     assert (load.one, load.five, load.fifteen) == tuple(
         pytest.approx(v, abs=5) for v in os.getloadavg()
@@ -73,6 +77,7 @@ def test_first_cpu_reading_is_none_not_a_meaningless_zero():
     cpu = probe.cpu()  # same instant as the baseline
     assert cpu.percent is None
     assert cpu.per_core == []
+    assert cpu.note is not None
     assert cpu.note.startswith("first reading")
     assert cpu.count == psutil.cpu_count()
 
@@ -100,7 +105,7 @@ class FakePsutil:
 
     def __init__(self, readings):
         self._readings = list(readings)  # (total, per_core) per cpu_times pair
-        self._current = None
+        self._current: tuple[CpuTimes, list[CpuTimes]] | None = None
 
     def cpu_count(self):
         return 2
@@ -109,6 +114,7 @@ class FakePsutil:
         if not percpu:
             self._current = self._readings.pop(0)
             return self._current[0]
+        assert self._current is not None, "the total comes first, as in HostProbe"
         return self._current[1]
 
 
@@ -186,13 +192,16 @@ def test_every_failing_reading_gives_none_with_a_reason():
     probe = HostProbe(psutil_module=BrokenPsutil())
     report = probe.probe()
     assert report.ram.total_mb is None
+    assert report.ram.error is not None
     assert report.ram.error.startswith("AccessDenied")
     assert "virtual_memory denied" in report.ram.error
     assert report.swap.total_mb is None and report.swap.error
     assert report.cpu.percent is None and report.cpu.count is None
     assert report.cpu.note == "CPU times unavailable"
-    assert report.load_average.one is None and "getloadavg denied" in report.load_average.error
+    assert report.load_average.one is None and report.load_average.error is not None
+    assert "getloadavg denied" in report.load_average.error
     assert report.ollama_processes == []
+    assert report.ollama_error is not None
     assert report.ollama_error.startswith("process scan failed: AccessDenied")
     assert report.hostname == socket.gethostname()
     json.dumps(report.as_dict())
@@ -270,6 +279,7 @@ def test_ollama_processes_from_a_scripted_process_table(monkeypatch):
     assert (found[310].role, found[310].rss_mb) == ("runner", 4096.0)
     assert (found[320].role, found[320].rss_mb) == ("runner", 1024.5)
     assert found[330].rss_mb is None
+    assert found[330].note is not None
     assert found[330].note.startswith("access denied")
     assert report.ollama_rss_mb == 512.0 + 4096.0 + 1024.5
     assert report.ollama_running is True

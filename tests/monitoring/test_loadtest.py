@@ -15,8 +15,15 @@ from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 
 from chat.models import Conversation, Message
-from monitoring import loadtest
-from monitoring.loadtest import LevelSummary, LoadTestConfig, LoadTestResult, RequestResult
+from monitoring.loadtest.driver import (
+    Auth,
+    LoadTestConfig,
+    LoadTestResult,
+    RequestResult,
+    token_expiry,
+)
+from monitoring.loadtest.report import format_table, write_csv, write_html
+from monitoring.loadtest.verdict import LevelSummary, hints_for, summarize, verdict
 from tests.support.live import DaphneServer, bearer, set_server_password
 
 MODEL = "llama3.2:3b"
@@ -299,7 +306,7 @@ def test_level_summary():
         request(2, 3, 10.0, 50, load_duration_seconds=2.0, in_flight_at_start=1),
         RequestResult(level=2, index=4, error="HTTP 503 queue_full: busy", eval_count=999),
     ]
-    summary = loadtest.summarize(2, results, wall=4.0)
+    summary = summarize(2, results, wall=4.0)
     assert (summary.requests, summary.ok, summary.failed) == (4, 3, 1)
     assert summary.eval_tokens == 200  # the failed request's figures do not count
     assert summary.aggregate_tokens_per_second == 50.0
@@ -362,47 +369,45 @@ def level(concurrency, per, agg, **extra) -> LevelSummary:
     ],
 )
 def test_verdict(levels, start):
-    lines = loadtest.verdict(levels)
+    lines = verdict(levels)
     assert lines[0].startswith(start), lines
 
 
 def test_verdict_details():
-    compute = loadtest.verdict([level(1, 40, 40), level(4, 12, 45)])
+    compute = verdict([level(1, 40, 40), level(4, 12, 45)])
     assert (
         "per-request tokens/s 40.0 -> 12.0 (x0.30), aggregate 40.0 -> 45.0 (x1.12)" in (compute[0])
     )
     assert compute[1] == "GPU memory peaked at 50% of the total."
-    vram = loadtest.verdict([level(1, 40, 40, reloads=1), level(2, 30, 60, reloads=2)])
+    vram = verdict([level(1, 40, 40, reloads=1), level(2, 30, 60, reloads=2)])
     assert "the model was reloaded (load_duration > 0.5 s) at concurrency 2 (2x)" in vram[0]
-    gate = loadtest.verdict([level(1, 40, 40), level(8, 40, 40, max_in_flight=1)])
+    gate = verdict([level(1, 40, 40), level(8, 40, 40, max_in_flight=1)])
     assert "Set OLLAMA_MAX_CONCURRENCY (and OLLAMA_NUM_PARALLEL" in gate[0]
     assert "to at least 8" in gate[0]
     no_gpu = [
         level(c, 40 / c, 40, gpu_count=0, gpu_memory_fraction_max=None, gpu_memory_used_mb_max=None)
         for c in (1, 4)
     ]
-    lines = loadtest.verdict(no_gpu)
+    lines = verdict(no_gpu)
     assert lines[0].startswith("Verdict: compute-bound")
     assert lines[-1].startswith("No GPU figures in the metrics")
 
 
 def test_verdict_finds_the_knee():
-    serialised = loadtest.verdict(
-        [level(1, 40, 40), level(2, 40, 80), level(4, 40, 82), level(8, 40, 80)]
-    )
+    serialised = verdict([level(1, 40, 40), level(2, 40, 80), level(4, 40, 82), level(8, 40, 80)])
     assert serialised[0].startswith(
         "Verdict: serialised by Ollama at concurrency 2 (aggregate x2.00 over concurrency 1): "
         "from concurrency 2 to 8:"
     )
     assert "it runs 2 generation(s) of this model at once" in serialised[0]
-    compute = loadtest.verdict([level(1, 40, 40), level(2, 35, 70), level(4, 18, 72)])
+    compute = verdict([level(1, 40, 40), level(2, 35, 70), level(4, 18, 72)])
     assert compute[0].startswith("Verdict: compute-bound at concurrency 2")
-    growing = loadtest.verdict([level(1, 40, 40), level(2, 40, 80), level(4, 39, 150)])
+    growing = verdict([level(1, 40, 40), level(2, 40, 80), level(4, 39, 150)])
     assert growing[0].startswith("Verdict: not saturated")
 
 
 def test_verdict_leaves_out_the_levels_the_gate_queued():
-    lines = loadtest.verdict(
+    lines = verdict(
         [
             level(1, 40, 40),
             level(2, 40, 80),
@@ -416,20 +421,18 @@ def test_verdict_leaves_out_the_levels_the_gate_queued():
 
 def test_hints_name_the_settings():
     limited = [RequestResult(level=1, index=1, error_code="rate_limited")]
-    assert "CHAT_MESSAGES_PER_MINUTE=0" in loadtest.hints_for(limited)[0]
-    assert (
-        "OLLAMA_MAX_QUEUE" in loadtest.hints_for([RequestResult(1, 1, error_code="queue_full")])[0]
-    )
-    assert loadtest.hints_for([request(1, 1, 10.0, 5)]) == []
+    assert "CHAT_MESSAGES_PER_MINUTE=0" in hints_for(limited)[0]
+    assert "OLLAMA_MAX_QUEUE" in hints_for([RequestResult(1, 1, error_code="queue_full")])[0]
+    assert hints_for([request(1, 1, 10.0, 5)]) == []
 
 
 def test_token_expiry_reads_the_claim(user, db):
     from rest_framework_simplejwt.tokens import AccessToken
 
     token = AccessToken.for_user(user)
-    assert loadtest.token_expiry(str(token)) == token["exp"]
-    assert loadtest.token_expiry("garbage") is None
-    assert loadtest.Auth("garbage").expires_in() is None
+    assert token_expiry(str(token)) == token["exp"]
+    assert token_expiry("garbage") is None
+    assert Auth("garbage").expires_in() is None
 
 
 def test_files_from_made_up_figures(tmp_path):
@@ -441,15 +444,15 @@ def test_files_from_made_up_figures(tmp_path):
         request(2, 2, 24.0, 100, gpu_count=1, gpu_memory_used_mb_after=4100.0),
     ]
     result.levels = [level(1, 40.0, 40.0), level(2, 24.5, 49.0)]
-    result.verdict = loadtest.verdict(result.levels)
-    csv_path = loadtest.write_csv(result, tmp_path / "x.csv")
+    result.verdict = verdict(result.levels)
+    csv_path = write_csv(result, tmp_path / "x.csv")
     rows = read_csv(csv_path)
     assert [r["level_aggregate_tokens_per_second"] for r in rows] == ["40.0", "49.0", "49.0"]
     assert rows[0]["run"] == "20250301-120000" and rows[0]["model"] == "m:1b"
-    page = loadtest.write_html(result, tmp_path / "x.html").read_text()
+    page = write_html(result, tmp_path / "x.html").read_text()
     assert page.count("<svg") == 3  # tokens/s, latency, GPU
     assert "GPU: memory used" in page
     assert page.count('class="dot"') == 3  # one dot per request on the tokens/s chart
-    table = loadtest.format_table(result.levels)
+    table = format_table(result.levels)
     assert table.splitlines()[0].split()[0] == "conc."
     assert "4,000 (50%)" in table

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from monitoring.probes import OllamaPsProbe, parse_ps
+from core.probes import OllamaPsProbe, parse_ps
 
 from .conftest import load_model
 
@@ -69,11 +69,13 @@ def test_loaded_models_from_the_double(ollama_double):
     llama = by_name["llama3.2:3b"]
     assert llama.size == 2019393189 + 512 * 2**20
     assert llama.size_vram == llama.size
+    assert llama.expires_at is not None
     expires = datetime.fromisoformat(llama.expires_at)
     remaining = (expires - datetime.now(UTC)).total_seconds()
     assert 500 < remaining <= 600
     # keep_alive=-1: loaded "forever", which Ollama writes as a date centuries ahead.
-    assert datetime.fromisoformat(by_name["qwen2.5:0.5b"].expires_at).year > 2200
+    forever = by_name["qwen2.5:0.5b"].expires_at
+    assert forever is not None and datetime.fromisoformat(forever).year > 2200
     assert report.elapsed_ms is not None and report.elapsed_ms >= 0
 
 
@@ -96,6 +98,7 @@ def test_refused_connection():
         port = sock.getsockname()[1]
     report = OllamaPsProbe().probe(f"http://127.0.0.1:{port}")
     assert report.available is False
+    assert report.reason is not None
     assert report.reason.startswith("cannot connect: ConnectError")
 
 

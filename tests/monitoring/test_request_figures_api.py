@@ -12,6 +12,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from chat.models import Conversation, Message
+from tests.support.errors import assert_field_error
 
 from .conftest import make_reply
 
@@ -129,7 +130,8 @@ def test_a_user_asking_for_someone_else_gets_403(alice, bob, replies):
         response = client_for(alice).get(URL, {"user": ref})
         assert response.status_code == 403, ref
         assert response.json() == {
-            "detail": "Only staff can see other users' requests; leave out user to see your own."
+            "detail": "Only staff can see other users' requests; leave out user to see your own.",
+            "code": "permission_denied",
         }
     # The same for the throughput aggregates.
     assert client_for(alice).get("/api/monitoring/throughput/", {"user": bob.pk}).status_code == 403
@@ -157,9 +159,9 @@ def test_staff_see_everyone_and_filter_by_user(staff, alice, bob, replies):
 def test_staff_naming_an_unknown_user_gets_400(staff):
     response = client_for(staff).get(URL, {"user": 999_999})
     assert response.status_code == 400
-    assert response.json() == {"user": ["No user with id 999999."]}
+    assert_field_error(response, "user", "No user with id 999999.")
     response = client_for(staff).get(URL, {"user": "nobody@example.com"})
-    assert response.json() == {"user": ["No user with email nobody@example.com."]}
+    assert_field_error(response, "user", "No user with email nobody@example.com.")
 
 
 # --------------------------------------------------------------------------- filters and pages
@@ -218,7 +220,7 @@ def test_pagination(alice):
 def test_validation_messages(alice, params, field, message):
     response = client_for(alice).get(URL, params)
     assert response.status_code == 400
-    assert response.json() == {field: [message]}
+    assert_field_error(response, field, message)
 
 
 def test_bad_datetime_names_the_format(alice):

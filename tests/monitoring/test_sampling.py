@@ -10,9 +10,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import IntegrityError, transaction
 
+from core.probes import GpuReport, HostProbe
 from monitoring import services
 from monitoring.models import GpuSample, HostSample, LoadedModelSample
-from monitoring.probes import GpuReport, HostProbe
 from monitoring.services import record_sample
 from monitoring.tasks import sample_telemetry
 
@@ -43,8 +43,9 @@ def test_sample_writes_host_gpu_and_model_rows(probes, ollama_double, settings):
     assert sample.host == "gpu-box-1"
     real = psutil.virtual_memory()
     assert sample.ram_total_mb == pytest.approx(real.total / 2**20, rel=0.01)
+    assert sample.ram_used_mb is not None and sample.ram_total_mb is not None
     assert 0 < sample.ram_used_mb < sample.ram_total_mb
-    assert 0 <= sample.ram_percent <= 100
+    assert sample.ram_percent is not None and 0 <= sample.ram_percent <= 100
     assert sample.cpu_percent is not None and 0 <= sample.cpu_percent <= 100
     assert len(sample.cpu_per_core) == psutil.cpu_count()
     assert sample.load_1 is not None and sample.load_1 >= 0
@@ -102,7 +103,7 @@ def test_host_without_nvidia_library_still_records(probes):
     sample = record_sample(probes=probes, publish=False).sample
     assert sample.gpu_available is False
     assert "NVML library not found" in sample.gpu_reason
-    assert sample.ram_total_mb > 0
+    assert sample.ram_total_mb is not None and sample.ram_total_mb > 0
     assert GpuSample.objects.count() == 0
 
 
@@ -131,7 +132,7 @@ def test_a_gpu_probe_that_raises_does_not_stop_the_others(probes, ollama_double)
     assert sample.gpu_available is False
     assert sample.gpu_reason == "gpu probe failed: RuntimeError: driver exploded"
     assert sample.notes["gpu"] == sample.gpu_reason
-    assert sample.ram_total_mb > 0
+    assert sample.ram_total_mb is not None and sample.ram_total_mb > 0
     assert LoadedModelSample.objects.filter(host_sample=sample).count() == 1
 
 
@@ -147,7 +148,7 @@ def test_a_hanging_gpu_probe_is_cut_off_at_the_timeout(probes):
         hanging.release.set()
     assert sample.gpu_available is False
     assert sample.gpu_reason == "gpu probe failed: TimeoutError: no answer within 0.5 s"
-    assert sample.ram_total_mb > 0
+    assert sample.ram_total_mb is not None and sample.ram_total_mb > 0
 
 
 def test_ollama_down_is_recorded_as_unavailable(probes, ollama_double):

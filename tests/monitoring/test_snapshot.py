@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import psutil
 import pytest
 
-from monitoring.probes.gpu import GpuProbe, NvmlSession
-from monitoring.probes.host import HostProbe
-from monitoring.probes.snapshot import (
+from core.probes.gpu import GpuProbe, GpuReport, NvmlSession
+from core.probes.host import HostProbe
+from core.probes.snapshot import (
     asnapshot,
     compute_resource_delta,
     resource_delta,
@@ -140,8 +140,8 @@ def test_snapshot_survives_a_failing_ram_reading():
 
 
 def test_snapshot_survives_a_broken_injected_probe():
-    class Broken:
-        def probe(self, **kwargs):
+    class Broken(GpuProbe):
+        def probe(self, *, minimal: bool = False) -> GpuReport:
             raise RuntimeError("boom")
 
     snap = snapshot(gpu_probe=Broken(), host_probe=HostProbe())

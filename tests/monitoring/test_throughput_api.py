@@ -11,7 +11,8 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from monitoring import selectors
+from monitoring.selectors import requests as request_selectors
+from tests.support.errors import assert_field_error
 
 from .conftest import make_reply
 
@@ -213,7 +214,7 @@ def test_a_model_with_only_failures_is_listed(alice):
 
 
 def test_medians_are_left_out_beyond_the_bound(alice, history, monkeypatch):
-    monkeypatch.setattr(selectors, "P50_MAX_ROWS", 5)
+    monkeypatch.setattr(request_selectors, "P50_MAX_ROWS", 5)
     data = client_for(alice).get(URL, window()).json()
     assert data["overall"]["tokens_per_second"]["p50"] is None
     assert data["overall"]["tokens_per_second"]["avg"] == pytest.approx(50.833333, abs=1e-4)
@@ -266,4 +267,4 @@ def test_default_window_is_the_last_hour_and_default_resolution(alice):
 def test_validation_messages(alice, params, field, message):
     response = client_for(alice).get(URL, params)
     assert response.status_code == 400
-    assert response.json() == {field: [message]}
+    assert_field_error(response, field, message)

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from types import UnionType
 from typing import Any
 
 from aiohttp import web
@@ -460,7 +461,9 @@ def _parse_keep_alive(value: Any, default: float) -> float | None:
     raise _BadRequest(f"json: cannot unmarshal {_go_type(value)} into Go value of type Duration")
 
 
-def _expect(body: dict, key: str, kind: type | tuple, struct: str, go_type: str) -> Any:
+def _expect(
+    body: dict, key: str, kind: type | UnionType | tuple[type, ...], struct: str, go_type: str
+) -> Any:
     value = body.get(key)
     if value is not None and not isinstance(value, kind):
         raise _BadRequest(
@@ -621,7 +624,8 @@ class OllamaDouble:
         finally:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(self._abort_active())
-                loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
+                if self._runner is not None:
+                    loop.run_until_complete(self._runner.cleanup())
             loop.close()
 
     async def _astart(self) -> None:

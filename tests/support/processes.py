@@ -25,7 +25,7 @@ WAIT = 30.0  # only a failing run waits this long
 
 
 def wait_until(
-    predicate: Callable[[], T], what: str, timeout: float = WAIT, interval: float = 0.05
+    predicate: Callable[[], T | None], what: str, timeout: float = WAIT, interval: float = 0.05
 ) -> T:
     """Poll `predicate` until it returns something truthy (returned); fail after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -61,7 +61,7 @@ class RedisServer:
     def start(self, timeout: float = WAIT) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
+            self.process = process = subprocess.Popen(
                 [
                     "redis-server",
                     "--port",
@@ -82,7 +82,7 @@ class RedisServer:
         try:
 
             def answers() -> bool:
-                if self.process.poll() is not None:
+                if process.poll() is not None:
                     raise RuntimeError(f"redis-server exited: {log_tail(self.log_path)}")
                 try:
                     return bool(client.ping())

@@ -35,7 +35,8 @@ def make_pdf(
         escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
         content = DecodedStreamObject()
         content.set_data(f"BT /F1 12 Tf 40 800 Td ({escaped}) Tj ET".encode("latin-1"))
-        page.replace_contents(content)
+        # pypdf takes any stream object here; its annotation names only two of them.
+        page.replace_contents(content)  # type: ignore[arg-type]
         page[NameObject("/Resources")] = DictionaryObject(
             {NameObject("/Font"): DictionaryObject({NameObject("/F1"): helvetica})}
         )

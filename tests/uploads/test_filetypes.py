@@ -289,7 +289,8 @@ def test_stream_accepts_one_byte_chunks_and_empty_chunks() -> None:
     validate_text_stream([data[i : i + 1] for i in range(len(data))])
     validate_text_stream([b"", b"abc", b"", b"\xf0\x9f", b"", b"\x98\x80", b""])
     validate_text_stream([])
-    validate_text_stream(iter([bytearray(b"ab"), memoryview(b"\xc3\xa9")]))
+    buffers: list[bytes | bytearray | memoryview] = [bytearray(b"ab"), memoryview(b"\xc3\xa9")]
+    validate_text_stream(iter(buffers))
 
 
 @pytest.mark.parametrize(

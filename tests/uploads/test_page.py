@@ -66,7 +66,9 @@ def test_static_files_exist_and_use_no_cdn():
         assert path, name
         text = Path(path).read_text(encoding="utf-8")
         assert "http://" not in text and "https://" not in text
-    script = Path(finders.find("uploads/uploads.js")).read_text(encoding="utf-8")
+    script_path = finders.find("uploads/uploads.js")
+    assert script_path
+    script = Path(script_path).read_text(encoding="utf-8")
     assert "innerHTML" not in script, "names are user input: set them as text only"
     assert 'upload.addEventListener("progress"' in script
 

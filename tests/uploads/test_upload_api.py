@@ -119,7 +119,7 @@ def test_session_login_works_with_the_csrf_token(user, upload_dir):
     assert client.get(URL).json()["count"] == 1
     download = client.get(accepted.json()["download_url"])
     assert download.status_code == 200
-    assert b"".join(download.streaming_content) == b"hello\n"
+    assert download.getvalue() == b"hello\n"
 
 
 # -- authentication and ownership ----------------------------------------------------------

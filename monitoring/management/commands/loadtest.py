@@ -35,7 +35,14 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat.limits import EXEMPT_PERMISSION
-from monitoring import loadtest
+from monitoring.loadtest.driver import (
+    DEFAULT_PROMPT,
+    Auth,
+    LoadTestConfig,
+    LoadTestError,
+    PasswordAuth,
+    run,
+)
 
 MINTED_TOKEN_LIFETIME = timedelta(hours=2)
 
@@ -101,7 +108,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--out", default=".", help="directory for the CSV and HTML files (default .)"
         )
-        parser.add_argument("--prompt", default=loadtest.DEFAULT_PROMPT, help="the message sent")
+        parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the message sent")
         parser.add_argument(
             "--max-tokens",
             type=int,
@@ -125,7 +132,7 @@ class Command(BaseCommand):
             raise CommandError("--requests must be at least 1.")
         if options["warmup"] < 0 or options["max_tokens"] < 0 or options["timeout"] <= 0:
             raise CommandError("--warmup and --max-tokens must be >= 0, --timeout > 0.")
-        config = loadtest.LoadTestConfig(
+        config = LoadTestConfig(
             url=options["url"].rstrip("/"),
             model=options["model"],
             concurrency=_levels(options["concurrency"]),
@@ -139,21 +146,21 @@ class Command(BaseCommand):
         )
         auth = self._auth(options)
         try:
-            result = loadtest.run(config, auth, emit=self.stdout.write)
-        except loadtest.LoadTestError as exc:
+            result = run(config, auth, emit=self.stdout.write)
+        except LoadTestError as exc:
             raise CommandError(str(exc)) from exc
         if result.failed:
             raise CommandError(
                 f"{result.failed} of {len(result.requests)} requests failed; see {result.csv_path}."
             )
 
-    def _auth(self, options) -> loadtest.Auth:
+    def _auth(self, options) -> Auth:
         token = options["token"] or os.environ.get("LOADTEST_TOKEN")
         email = options["email"]
         if token and email:
             raise CommandError("Give --token (or LOADTEST_TOKEN) or --email, not both.")
         if token:
-            return loadtest.Auth(token)
+            return Auth(token)
         if not email:
             raise CommandError(
                 "Authenticate with --token (or LOADTEST_TOKEN), with --email and "
@@ -161,7 +168,7 @@ class Command(BaseCommand):
             )
         password = os.environ.get("LOADTEST_PASSWORD")
         if password:
-            return loadtest.PasswordAuth(email, password)
+            return PasswordAuth(email, password)
         user = local_user(email)
         access = mint_token(user)
         limited = settings.CHAT_MESSAGES_PER_MINUTE or settings.CHAT_MAX_GENERATIONS_PER_USER
@@ -176,4 +183,4 @@ class Command(BaseCommand):
             f"token for {email} with this installation's signing key (it only works against a "
             "server with the same SECRET_KEY/JWT_SIGNING_KEY)."
         )
-        return loadtest.Auth(access)
+        return Auth(access)

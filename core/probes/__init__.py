@@ -32,7 +32,7 @@ from .host import (
     find_ollama_processes,
     ollama_role,
 )
-from .ollama import LoadedModel, OllamaPsProbe, OllamaPsReport, parse_ps
+from .ollama import OllamaPsProbe, OllamaPsReport, RunningModel, parse_ps
 from .snapshot import (
     GpuDelta,
     GpuSnapshot,
@@ -57,7 +57,6 @@ __all__ = [
     "HostProbe",
     "HostReport",
     "LoadAverage",
-    "LoadedModel",
     "NvmlSession",
     "OllamaProcess",
     "OllamaPsProbe",
@@ -66,6 +65,7 @@ __all__ = [
     "RamSnapshot",
     "ResourceDelta",
     "ResourceSnapshot",
+    "RunningModel",
     "SwapInfo",
     "asnapshot",
     "compute_resource_delta",

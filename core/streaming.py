@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import enum
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
-_END = object()
+
+class _End(enum.Enum):
+    """The marker queued after the last item (an enum member, so that `is` narrows it)."""
+
+    END = enum.auto()
+
+
+_END = _End.END
 QUEUE_SIZE = 4096
 
 
-async def batches(source: AsyncIterator[T], max_batch: int = 512) -> AsyncIterator[list[T]]:
-    queue: asyncio.Queue = asyncio.Queue(QUEUE_SIZE)
+async def batches(source: AsyncIterator[T], max_batch: int = 512) -> AsyncGenerator[list[T], None]:
+    queue: asyncio.Queue[T | _End] = asyncio.Queue(QUEUE_SIZE)
 
     async def pump() -> None:
         try:
@@ -34,7 +42,7 @@ async def batches(source: AsyncIterator[T], max_batch: int = 512) -> AsyncIterat
             if aclose is not None:
                 await aclose()
 
-    def wake(_task: asyncio.Task) -> None:
+    def wake(_task: asyncio.Task[None]) -> None:
         # Wakes a reader waiting on an empty queue. When the queue is full the marker is not
         # needed: the reader drains it, then finds it empty and the pump done (below). The end
         # itself is the pump's outcome, which needs no room: it is never lost, however the pump
@@ -48,7 +56,7 @@ async def batches(source: AsyncIterator[T], max_batch: int = 512) -> AsyncIterat
     try:
         while True:
             batch: list[T] = []
-            item = _END if queue.empty() and task.done() else await queue.get()
+            item: T | _End = _END if queue.empty() and task.done() else await queue.get()
             while item is not _END:
                 batch.append(item)
                 if queue.empty() or len(batch) >= max_batch:

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 import httpx
 
-from chat.ollama.errors import OllamaError
+from core.ollama.errors import OllamaError
 
 T = TypeVar("T")
 
@@ -86,7 +86,10 @@ class RawStream:
 
     @property
     def content_type(self) -> str:
-        return self.response.headers.get("content-type", "application/json; charset=utf-8")
+        content_type: str = self.response.headers.get(
+            "content-type", "application/json; charset=utf-8"
+        )
+        return content_type
 
     @property
     def is_ndjson(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 NS_PER_SECOND = 1_000_000_000
@@ -213,34 +214,87 @@ class LocalModel:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunningModel:
-    """A model loaded in memory, from /api/ps."""
+    """A model loaded in memory, from /api/ps: the one parser of that answer.
+
+    The chat side (the running-models API) and the telemetry probe both read /api/ps through
+    `parse_ps`, so they agree on which entries are valid and what their fields mean.
+    """
 
     name: str
-    model: str
+    #: Bytes the model occupies in total, and the part of it in GPU memory.
     size: int | None
     size_vram: int | None
-    digest: str | None
+    #: ISO 8601 with offset (Ollama's RFC 3339, fractional seconds cut to microseconds);
+    #: None when missing or unparseable.
     expires_at: str | None
-    context_length: int | None
-    details: ModelDetails
-    raw: dict[str, Any] = field(repr=False)
+    digest: str | None = None
+    context_length: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    @classmethod
-    def from_response(cls, data: dict[str, Any]) -> RunningModel:
-        name = str(data.get("name") or data.get("model") or "")
-        return cls(
-            name=name,
-            model=str(data.get("model") or name),
-            size=_int_or_none(data.get("size")),
-            size_vram=_int_or_none(data.get("size_vram")),
-            digest=data.get("digest"),
-            expires_at=data.get("expires_at"),
-            context_length=_int_or_none(data.get("context_length")),
-            details=ModelDetails.from_response(data.get("details")),
-            raw=data,
+    def as_dict(self) -> dict[str, Any]:
+        """The parsed fields (JSON-serialisable), without `raw`."""
+        return {
+            "name": self.name,
+            "size": self.size,
+            "size_vram": self.size_vram,
+            "expires_at": self.expires_at,
+            "digest": self.digest,
+            "context_length": self.context_length,
+        }
+
+
+def _size(value: Any) -> int | None:
+    number = _int_or_none(value)
+    return None if number is None or number < 0 else number
+
+
+def _expires(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    # Go writes up to nine fractional digits; fromisoformat on 3.11 wants at most six.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = head + "." + rest[: min(digits, 6)] + rest[digits:]
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.isoformat()
+
+
+def parse_ps(payload: Any) -> tuple[list[RunningModel], int]:
+    """Ollama's /api/ps JSON -> (models, number of malformed entries skipped).
+
+    Raises `ValueError` when the payload is not `{"models": [...]}` at all.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("models"), list):
+        raise ValueError('not an Ollama /api/ps answer (no "models" list)')
+    models: list[RunningModel] = []
+    skipped = 0
+    for entry in payload["models"]:
+        name = (entry.get("name") or entry.get("model")) if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            skipped += 1
+            continue
+        digest = entry.get("digest")
+        models.append(
+            RunningModel(
+                name=name,
+                size=_size(entry.get("size")),
+                size_vram=_size(entry.get("size_vram")),
+                expires_at=_expires(entry.get("expires_at")),
+                digest=digest if isinstance(digest, str) else None,
+                context_length=_size(entry.get("context_length")),
+                raw=entry,
+            )
         )
+    return models, skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,4 +349,5 @@ __all__ = [
     "ModelShow",
     "RunningModel",
     "Timings",
+    "parse_ps",
 ]

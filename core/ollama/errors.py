@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from core.errors import AppError
+
 _MODEL_NOT_FOUND_RE = re.compile(r"""model\s+(["'])(?P<model>.+?)\1\s+not found""")
 
 
@@ -18,17 +20,23 @@ def parse_missing_model(message: str) -> str | None:
     return match.group("model") if match else None
 
 
-class OllamaError(Exception):
-    """Base of every Ollama client error."""
+class OllamaError(AppError):
+    """Base of every Ollama client error: an application error naming the host."""
 
     code: str = "ollama_error"
-    http_status: int = 502
+    #: The status a gateway answering on Ollama's behalf should use (`status_code` is what
+    #: Ollama itself answered, when it answered).
+    status: int = 502
 
     def __init__(self, message: str, *, host: str, status_code: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(detail=message, extra={"host": host})
         self.message = message
         self.host = host
         self.status_code = status_code
+
+    @property
+    def http_status(self) -> int:
+        return self.status
 
     def __str__(self) -> str:
         return self.message
@@ -53,21 +61,21 @@ class OllamaUnreachable(OllamaError):
     """No connection could be made (refused, DNS failure, connect timeout, bad URL)."""
 
     code = "ollama_unreachable"
-    http_status = 502
+    status = 502
 
 
 class OllamaTimeout(OllamaError):
     """Connected, but Ollama did not answer (or send the next bytes) within read_timeout."""
 
     code = "ollama_timeout"
-    http_status = 504
+    status = 504
 
 
 class ModelNotFound(OllamaError):
     """404: the model is not installed on that Ollama host."""
 
     code = "model_not_found"
-    http_status = 404
+    status = 404
 
     def __init__(
         self,
@@ -85,7 +93,7 @@ class OllamaBusy(OllamaError):
     """503: Ollama's queue is full (`server busy, please try again. ...`)."""
 
     code = "ollama_busy"
-    http_status = 503
+    status = 503
     DEFAULT_RETRY_AFTER = 5.0
 
     def __init__(
@@ -104,28 +112,28 @@ class OllamaBadRequest(OllamaError):
     """400: Ollama refused the request (bad option type, missing capability, ...)."""
 
     code = "bad_request"
-    http_status = 400
+    status = 400
 
 
 class OllamaStreamError(OllamaError):
     """An `{"error": ...}` line in the middle of a stream; the chunks before it were yielded."""
 
     code = "ollama_stream_error"
-    http_status = 502
+    status = 502
 
 
 class OllamaProtocolError(OllamaError):
     """A malformed line, or the connection dropped before the final `done` chunk."""
 
     code = "ollama_protocol_error"
-    http_status = 502
+    status = 502
 
 
 class OllamaServerError(OllamaError):
     """Any other error status from Ollama (5xx, and unexpected 4xx)."""
 
     code = "ollama_error"
-    http_status = 502
+    status = 502
 
 
 __all__ = [

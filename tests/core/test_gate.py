@@ -19,7 +19,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from chat.gate import (
+from core.gate import (
     DEFAULT_RETRY_AFTER,
     Gate,
     GateFull,
@@ -103,12 +103,17 @@ class Waiter:
         self.holding = asyncio.Event()
         self.finish = asyncio.Event()
         self.positions: list[int] = []
-        self.reservation: Reservation | None = None
+        self._reservation: Reservation | None = None
         self.task = asyncio.create_task(self._run(gate, host, log))
+
+    @property
+    def reservation(self) -> Reservation:
+        assert self._reservation is not None, f"{self.name} has not reserved yet"
+        return self._reservation
 
     async def _run(self, gate: Gate, host: str, log: list[str]) -> None:
         async with gate.reserve(host) as r:
-            self.reservation = r
+            self._reservation = r
             self.entered.set()
             async for position in r.positions():
                 self.positions.append(position)
@@ -443,7 +448,7 @@ async def test_redis_holder_whose_heartbeat_stops_loses_the_slot_after_its_lease
     gate = RedisGate(REDIS_URL, lease_seconds=1, key_prefix=redis_prefix)
     stuck = gate.reserve(HOST)
     await stuck.__aenter__()
-    assert stuck.held
+    assert stuck.held and stuck._task is not None
     stuck._task.cancel()  # the process is frozen: no more heartbeats
     async with gate.reserve(HOST) as nxt:
         assert nxt.position == 1
@@ -465,6 +470,7 @@ async def test_redis_waiter_whose_heartbeat_stops_drops_out(redis_prefix: str) -
     async with gate.reserve(HOST):
         ghost = gate.reserve(HOST)
         await ghost.__aenter__()
+        assert ghost._task is not None
         ghost._task.cancel()  # a waiter that stopped polling
         async with gate.reserve(HOST) as live:
             assert live.position == 2

@@ -3,7 +3,7 @@
 One `OllamaClient` wraps one pooled `httpx.AsyncClient`, which is bound to the event loop
 that first uses it: use `get_client(base_url)` to get the cached client of the running loop.
 
-Every failure is raised as a subclass of `chat.ollama.errors.OllamaError`. Streams
+Every failure is raised as a subclass of `core.ollama.errors.OllamaError`. Streams
 (`chat`, `generate`, `pull`, `stream_raw`) close the upstream response as soon as they are
 closed or their consumer is cancelled, which makes Ollama stop generating.
 """
@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from chat.ollama.errors import (
+from core.ollama.errors import (
     ModelNotFound,
     OllamaBadRequest,
     OllamaBusy,
@@ -33,8 +33,15 @@ from chat.ollama.errors import (
     OllamaUnreachable,
     parse_missing_model,
 )
-from chat.ollama.streams import RawStream, RawStreamOpener, ResponseStream
-from chat.ollama.types import ChatChunk, GenerateChunk, LocalModel, ModelShow, RunningModel
+from core.ollama.streams import RawStream, RawStreamOpener, ResponseStream
+from core.ollama.types import (
+    ChatChunk,
+    GenerateChunk,
+    LocalModel,
+    ModelShow,
+    RunningModel,
+    parse_ps,
+)
 
 T = TypeVar("T")
 
@@ -337,32 +344,6 @@ class OllamaClient:
         )
         return ResponseStream(self._stream("/api/chat", body, ChatChunk.from_response, model=model))
 
-    async def chat_once(
-        self,
-        model: str,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        options: Mapping[str, Any] | None = None,
-        format: Format | None = None,
-        keep_alive: KeepAlive | None = None,
-        think: Think | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> ChatChunk:
-        """/api/chat with `stream: false`: the whole reply in one ChatChunk (done=True)."""
-        body = self._chat_body(
-            model,
-            messages,
-            stream=False,
-            options=options,
-            format=format,
-            keep_alive=keep_alive,
-            think=think,
-            tools=tools,
-        )
-        return ChatChunk.from_response(
-            await self._request_json("POST", "/api/chat", body, model=model)
-        )
-
     @staticmethod
     def _generate_body(
         model: str,
@@ -428,40 +409,6 @@ class OllamaClient:
             self._stream("/api/generate", body, GenerateChunk.from_response, model=model)
         )
 
-    async def generate_once(
-        self,
-        model: str,
-        prompt: str,
-        *,
-        system: str | None = None,
-        images: Sequence[str | bytes] | None = None,
-        options: Mapping[str, Any] | None = None,
-        format: Format | None = None,
-        keep_alive: KeepAlive | None = None,
-        think: Think | None = None,
-        context: Sequence[int] | None = None,
-        raw: bool | None = None,
-        suffix: str | None = None,
-    ) -> GenerateChunk:
-        """/api/generate with `stream: false`: the whole reply (done=True, timings, context)."""
-        body = self._generate_body(
-            model,
-            prompt,
-            stream=False,
-            system=system,
-            images=images,
-            options=options,
-            format=format,
-            keep_alive=keep_alive,
-            think=think,
-            context=context,
-            raw=raw,
-            suffix=suffix,
-        )
-        return GenerateChunk.from_response(
-            await self._request_json("POST", "/api/generate", body, model=model)
-        )
-
     async def load(self, model: str, keep_alive: KeepAlive | None = None) -> GenerateChunk:
         """Load a model into memory without generating (`done_reason == "load"`)."""
         body = _drop_none(model=model, keep_alive=keep_alive, stream=False)
@@ -469,30 +416,12 @@ class OllamaClient:
             await self._request_json("POST", "/api/generate", body, model=model)
         )
 
-    async def unload(self, model: str) -> GenerateChunk:
-        """Unload a model from memory (`done_reason == "unload"`)."""
-        body = {"model": model, "keep_alive": 0, "stream": False}
-        return GenerateChunk.from_response(
-            await self._request_json("POST", "/api/generate", body, model=model)
-        )
-
-    # ------------------------------------------------------------------ models
-
-    async def ping(self) -> bool:
-        """`GET /`: True when the server answers (`Ollama is running`); typed errors otherwise."""
-        try:
-            response = await self._http.get("/")
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, False) from exc
-        if response.status_code >= 400:
-            raise self._status_error(response.status_code, response.content, response.headers, None)
-        return True
-
     async def version(self) -> str:
         data = await self._request_json("GET", "/api/version")
-        if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+        version = data.get("version") if isinstance(data, dict) else None
+        if not isinstance(version, str):
             raise OllamaProtocolError(f"Ollama at {self.host} sent no version", host=self.host)
-        return data["version"]
+        return version
 
     async def _model_list(self, path: str) -> list[dict[str, Any]]:
         data = await self._request_json("GET", path)
@@ -509,7 +438,11 @@ class OllamaClient:
 
     async def ps(self) -> list[RunningModel]:
         """Models loaded in memory (/api/ps)."""
-        return [RunningModel.from_response(m) for m in await self._model_list("/api/ps")]
+        try:
+            models, _ = parse_ps(await self._request_json("GET", "/api/ps"))
+        except ValueError as exc:
+            raise OllamaProtocolError(f"Ollama at {self.host}: {exc}", host=self.host) from exc
+        return models
 
     async def show(self, model: str) -> ModelShow:
         data = await self._request_json("POST", "/api/show", {"model": model}, model=model)

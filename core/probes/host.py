@@ -182,7 +182,8 @@ def _exc_class(ps: Any, name: str) -> type[BaseException]:
     cls = getattr(ps, name, None)
     if isinstance(cls, type) and issubclass(cls, BaseException):
         return cls
-    return getattr(psutil, name)
+    fallback: type[BaseException] = getattr(psutil, name)
+    return fallback
 
 
 def find_ollama_processes(ps: Any = psutil) -> tuple[list[OllamaProcess], str | None]:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import redis.asyncio as aioredis
 
-from chat.gate import RedisGate
+from core.gate import RedisGate
 
 
 def emit(**event: object) -> None:
@@ -41,7 +41,7 @@ async def main(config: dict) -> None:
     if config.get("skew"):
         real_time = time.time
         skew = float(config["skew"])
-        time.time = lambda: real_time() + skew  # type: ignore[assignment]
+        time.time = lambda: real_time() + skew
     prefix = config["prefix"]
     client = aioredis.from_url(config["url"])
     gate = RedisGate(

@@ -16,15 +16,16 @@ over the window's values, and only while the window holds at most :data:`P50_MAX
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Avg, Count, F, Max, Min, QuerySet, Sum
 
 from chat.models import Message
-from monitoring.expressions import epoch_bucket
-from monitoring.stats import percentile, present, rounded
+from core.stats import percentile, present, rounded
+from monitoring.expressions import bucket_time, epoch_bucket
 
 #: Most completed replies in a window for which the throughput endpoint computes medians.
 P50_MAX_ROWS = 20_000
@@ -163,7 +164,7 @@ _EMPTY_ROW: dict[str, Any] = {
 }
 
 
-def _group(row: dict[str, Any], values: dict[str, list[float]] | None) -> dict[str, Any]:
+def _group(row: Mapping[str, Any], values: dict[str, list[float]] | None) -> dict[str, Any]:
     """One group's figures from its aggregate row and (when bounded) its raw values."""
     group: dict[str, Any] = {"requests": row["requests"], "eval_tokens": row["eval_tokens"] or 0}
     for name, _field in FIGURES:
@@ -175,10 +176,6 @@ def _group(row: dict[str, Any], values: dict[str, list[float]] | None) -> dict[s
             "p50": rounded(percentile(values[name], 0.5)) if values is not None else None,
         }
     return group
-
-
-def _bucket_time(bucket: int) -> datetime:
-    return datetime.fromtimestamp(int(bucket), UTC)
 
 
 def throughput(
@@ -200,8 +197,8 @@ def throughput(
     by_model = {row["model"]: row for row in by_model_rows}
     # Models with only failed (or cancelled...) replies in the window are listed too.
     statuses: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in replies.order_by().values("model", "status").annotate(n=Count("id")):
-        statuses[row["model"]][row["status"]] = row["n"]
+    for counted in replies.order_by().values("model", "status").annotate(n=Count("id")):
+        statuses[counted["model"]][counted["status"]] = counted["n"]
 
     # Medians: in Python over the window's values, only while that stays cheap.
     notes: list[str] = []
@@ -237,7 +234,7 @@ def throughput(
         source = source or {}
         return {name: present(source.get(name, [])) for name, _field in FIGURES}
 
-    series_rows = (
+    series_rows: QuerySet[Message, Mapping[str, Any]] = (
         measured.annotate(bucket=epoch_bucket("created_at", resolution))
         .values("model", "bucket")
         .annotate(
@@ -251,7 +248,7 @@ def throughput(
     for row in series_rows:
         entry = series.setdefault(row["model"], {"model": row["model"], "points": []})
         point = {
-            "t": _bucket_time(row["bucket"]),
+            "t": bucket_time(row["bucket"]),
             "requests": row["requests"],
             "eval_tokens": row["eval_tokens"] or 0,
         }

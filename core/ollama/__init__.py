@@ -1,6 +1,6 @@
 """Async client for Ollama's HTTP API (plain Python, no Django).
 
-from chat.ollama import get_client, OllamaError
+from core.ollama import get_client, OllamaError
 
 client = get_client("http://localhost:11434")
 async with client.chat("llama3.2:3b", [{"role": "user", "content": "Hi"}]) as stream:
@@ -10,8 +10,8 @@ async with client.chat("llama3.2:3b", [{"role": "user", "content": "Hi"}]) as st
             print(chunk.timings.tokens_per_second)
 """
 
-from chat.ollama.client import OllamaClient, close_all, get_client, normalize_base_url
-from chat.ollama.errors import (
+from core.ollama.client import OllamaClient, close_all, get_client, normalize_base_url
+from core.ollama.errors import (
     ModelNotFound,
     OllamaBadRequest,
     OllamaBusy,
@@ -22,8 +22,8 @@ from chat.ollama.errors import (
     OllamaTimeout,
     OllamaUnreachable,
 )
-from chat.ollama.streams import RawStream, ResponseStream
-from chat.ollama.types import (
+from core.ollama.streams import RawStream, ResponseStream
+from core.ollama.types import (
     ChatChunk,
     GenerateChunk,
     LocalModel,

@@ -1,4 +1,4 @@
-"""chat.streaming.batches(): every item, then the end, whatever the queue's fill; cancellable."""
+"""core.streaming.batches(): every item, then the end, whatever the queue's fill; cancellable."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from chat.streaming import QUEUE_SIZE, batches
+from core.streaming import QUEUE_SIZE, batches
 
 # Only bounds a hang (the failure mode of a lost end marker): draining the queue takes
 # milliseconds, so a loaded machine is nowhere near it.
@@ -112,7 +112,9 @@ async def test_a_pump_cancelled_by_someone_else_still_ends_the_reader():
     waiting = asyncio.Event()
 
     async def tracked():
-        pump_task.append(asyncio.current_task())
+        task = asyncio.current_task()
+        assert task is not None
+        pump_task.append(task)
         yield "first"
         waiting.set()
         await asyncio.Event().wait()
@@ -132,7 +134,9 @@ async def test_a_pump_cancelled_by_someone_else_on_a_full_queue_still_ends_the_r
     full = asyncio.Event()
 
     async def tracked():
-        pump_task.append(asyncio.current_task())
+        task = asyncio.current_task()
+        assert task is not None
+        pump_task.append(task)
         for index in range(QUEUE_SIZE + 1):  # the last put waits for room
             if index == QUEUE_SIZE:
                 full.set()

@@ -11,22 +11,22 @@ Deliberately independent of the chat app's async Ollama client: telemetry must k
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
 
-from ._common import as_number, describe_exception, utc_now_iso
+from core.ollama.types import RunningModel, parse_ps
+
+from ._common import describe_exception, utc_now_iso
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "OllamaPsProbe", "OllamaPsReport", "parse_ps"]
+__all__ = ["OllamaPsProbe", "OllamaPsReport", "RunningModel", "parse_ps"]
 
 DEFAULT_TIMEOUT = 3.0
 # An error body is shown in the reason; a misconfigured URL can answer a whole HTML page.
@@ -34,91 +34,26 @@ _MAX_REASON_BODY = 200
 
 
 @dataclass(slots=True)
-class LoadedModel:
-    name: str
-    #: Bytes the model occupies in total, and the part of it in GPU memory.
-    size: int | None
-    size_vram: int | None
-    #: ISO 8601 with offset (Ollama's RFC 3339, fractional seconds cut to microseconds);
-    #: None when missing or unparseable.
-    expires_at: str | None
-    digest: str | None = None
-    context_length: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(slots=True)
 class OllamaPsReport:
     url: str
     available: bool
     reason: str | None = None
-    models: list[LoadedModel] = field(default_factory=list)
+    models: list[RunningModel] = field(default_factory=list)
     #: Entries of the answer that were skipped because they were malformed.
     skipped: int = 0
     elapsed_ms: float | None = None
     taken_at: str = field(default_factory=utc_now_iso)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _size(value: Any) -> int | None:
-    number = as_number(value)
-    if number is None or number < 0:
-        return None
-    return int(number)
-
-
-def _expires(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    # Go writes up to nine fractional digits; fromisoformat on 3.11 wants at most six.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = head + "." + rest[: min(digits, 6)] + rest[digits:]
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.isoformat()
-
-
-def parse_ps(payload: Any) -> tuple[list[LoadedModel], int]:
-    """Ollama's ``/api/ps`` JSON -> (models, number of malformed entries skipped).
-
-    Raises ``ValueError`` when the payload is not ``{"models": [...]}`` at all.
-    """
-    if not isinstance(payload, dict) or not isinstance(payload.get("models"), list):
-        raise ValueError('not an Ollama /api/ps answer (no "models" list)')
-    models: list[LoadedModel] = []
-    skipped = 0
-    for entry in payload["models"]:
-        if not isinstance(entry, dict):
-            skipped += 1
-            continue
-        name = entry.get("name") or entry.get("model")
-        if not isinstance(name, str) or not name:
-            skipped += 1
-            continue
-        digest = entry.get("digest")
-        ctx = entry.get("context_length")
-        models.append(
-            LoadedModel(
-                name=name,
-                size=_size(entry.get("size")),
-                size_vram=_size(entry.get("size_vram")),
-                expires_at=_expires(entry.get("expires_at")),
-                digest=digest if isinstance(digest, str) else None,
-                context_length=ctx if isinstance(ctx, int) and not isinstance(ctx, bool) else None,
-            )
-        )
-    return models, skipped
+        return {
+            "url": self.url,
+            "available": self.available,
+            "reason": self.reason,
+            "models": [model.as_dict() for model in self.models],
+            "skipped": self.skipped,
+            "elapsed_ms": self.elapsed_ms,
+            "taken_at": self.taken_at,
+        }
 
 
 class OllamaPsProbe:
@@ -195,8 +130,6 @@ def _error_detail(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        text = body["error"]
-    else:
-        text = response.text.strip()
+    error = body.get("error") if isinstance(body, dict) else None
+    text = error if isinstance(error, str) else response.text.strip()
     return text[:_MAX_REASON_BODY]

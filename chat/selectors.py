@@ -1,0 +1,66 @@
+"""What the chat reads: a user's own conversations and messages, and saved replies to resume.
+
+Someone else's conversation is indistinguishable from one that does not exist: every read
+here is scoped to its owner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django.db.models import Count, QuerySet
+
+from chat.errors import ChatRequestError
+from chat.models import Conversation, Message
+
+
+def not_found() -> ChatRequestError:
+    return ChatRequestError("not_found", "Conversation not found.", 404)
+
+
+def conversations_of(
+    user: Any, *, source: str | None = None, q: str | None = None
+) -> QuerySet[Conversation]:
+    """The user's conversations, newest activity first, with their message counts."""
+    queryset = Conversation.objects.filter(owner=user).annotate(message_count=Count("messages"))
+    if source:
+        queryset = queryset.filter(source=source)
+    if q:
+        queryset = queryset.filter(title__icontains=q)
+    return queryset.order_by("-updated_at")
+
+
+def own_conversation(user_id: int, conversation_id: UUID | str) -> Conversation:
+    conversation = Conversation.objects.filter(owner_id=user_id, pk=conversation_id).first()
+    if conversation is None:
+        raise not_found()
+    return conversation
+
+
+async def aown_conversation(user_id: int, conversation_id: UUID | str) -> Conversation:
+    conversation = await Conversation.objects.filter(owner_id=user_id, pk=conversation_id).afirst()
+    if conversation is None:
+        raise not_found()
+    return conversation
+
+
+def messages_of(user: Any, conversation_id: UUID | str) -> QuerySet[Message]:
+    return own_conversation(user.pk, conversation_id).messages.all()
+
+
+async def reply_to_resume(conversation_id: str, message_id: int) -> Message:
+    """An assistant reply of a conversation the caller already owns (see aown_conversation)."""
+    reply = await Message.objects.filter(
+        pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
+    ).afirst()
+    if reply is None:
+        raise ChatRequestError("not_found", "Message not found.", 404)
+    return reply
+
+
+async def saved_text(message_id: int) -> str:
+    """The text of a reply as last saved (flushed every CHAT_FLUSH_INTERVAL while streaming)."""
+    return (
+        await Message.objects.filter(pk=message_id).values_list("content", flat=True).afirst() or ""
+    )
