@@ -9,12 +9,14 @@ from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt import serializers as jwt_serializers
+from rest_framework_simplejwt import views as jwt_views
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import RefreshToken
-from rest_framework_simplejwt.views import TokenObtainPairView
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 
-from accounts import services
+from accounts import services, tokens
 from accounts.throttling import LoginAccountThrottle, LoginIPThrottle
 
 User = get_user_model()
@@ -27,10 +29,54 @@ class UserOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ThrottledTokenObtainPairView(TokenObtainPairView):
+class ThrottledTokenObtainPairView(jwt_views.TokenObtainPairView):
     """`{email, password}` -> `{access, refresh}`; unknown email and wrong password look alike."""
 
     throttle_classes = [LoginIPThrottle, LoginAccountThrottle]
+
+
+class TokenRefreshInput(jwt_serializers.TokenRefreshSerializer):
+    """SimpleJWT's refresh (rotation, the old token blacklisted), refusing a token whose account
+    was deleted (SimpleJWT's answers 500), deactivated, or whose password changed since."""
+
+    def validate(self, attrs):
+        refresh = RefreshToken(attrs["refresh"])  # signature, expiry, blacklist
+        tokens.user_of(refresh)  # TokenError: 401 token_not_valid (TokenViewBase)
+        data = {"access": str(refresh.access_token)}
+        if jwt_settings.ROTATE_REFRESH_TOKENS:
+            if jwt_settings.BLACKLIST_AFTER_ROTATION:
+                refresh.blacklist()
+            refresh.set_jti()
+            refresh.set_exp()
+            refresh.set_iat()
+            refresh.outstand()
+            data["refresh"] = str(refresh)
+        return data
+
+
+class TokenRefreshView(jwt_views.TokenRefreshView):
+    """`{refresh}` -> a new `{access, refresh}`; the old refresh token is blacklisted."""
+
+    serializer_class = TokenRefreshInput
+
+
+class TokenVerifyInput(jwt_serializers.TokenVerifySerializer):
+    """A token is valid while its signature, expiry and blacklist say so *and* its account
+    may still use it (SimpleJWT's verify looks at the token alone)."""
+
+    def validate(self, attrs):
+        token = UntypedToken(attrs["token"])
+        jti = token.get(jwt_settings.JTI_CLAIM)
+        if jti and BlacklistedToken.objects.filter(token__jti=jti).exists():
+            raise TokenError("Token is blacklisted")
+        tokens.user_of(token)
+        return {}
+
+
+class TokenVerifyView(jwt_views.TokenVerifyView):
+    """`{token}` -> 200 while the token may be used, 401 `token_not_valid` otherwise."""
+
+    serializer_class = TokenVerifyInput
 
 
 class LogoutInput(serializers.Serializer):

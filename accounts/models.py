@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
@@ -53,6 +53,11 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     objects = UserManager()
 
+    # The password hash and `is_active` as last read from or written to the database (None:
+    # unknown), to tell a new password or a deactivation from any other save.
+    _password_in_db: str | None = None
+    _active_in_db: bool | None = None
+
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
@@ -73,9 +78,54 @@ class User(AbstractBaseUser, PermissionsMixin):
         super().clean()
         self.email = normalize_email(self.email)
 
+    @classmethod
+    def from_db(cls, *args: Any, **kwargs: Any) -> Self:
+        user = super().from_db(*args, **kwargs)
+        user._remember_saved_state()
+        return user
+
+    def _remember_saved_state(self) -> None:
+        # Deferred fields are absent from __dict__ (and stay unknown).
+        self._password_in_db = self.__dict__.get("password")
+        self._active_in_db = self.__dict__.get("is_active")
+
+    def refresh_from_db(self, *args, **kwargs) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        self._remember_saved_state()
+
     def save(self, *args, **kwargs) -> None:
         self.email = normalize_email(self.email)
+        ended = self._sessions_end_because(kwargs.get("update_fields"))
         super().save(*args, **kwargs)
+        self._remember_saved_state()
+        if ended is not None:
+            from accounts import services  # services imports this module
+
+            services.credentials_changed(self, ended)
+
+    def _sessions_end_because(self, update_fields) -> str | None:
+        """Why this save ends the account's sessions and tokens, if it does.
+
+        A new password hash (set_password(), set_unusable_password(), and also the re-hash of
+        the same password when Django raises its hasher's work factor: Django's own sessions
+        and the tokens' password claim are derived from the hash, so they end either way), or
+        a deactivation.
+        """
+        if self._state.adding:
+            return None
+        fields = None if update_fields is None else set(update_fields)
+        if (fields is None or "password" in fields) and (
+            getattr(self, "_password", None) is not None  # set by set_password()
+            or (self._password_in_db is not None and self.password != self._password_in_db)
+        ):
+            return "password_changed"
+        if (
+            not self.is_active
+            and self._active_in_db is not False
+            and (fields is None or "is_active" in fields)
+        ):
+            return "deactivated"
+        return None
 
     def get_full_name(self) -> str:
         return self.display_name or self.email

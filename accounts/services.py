@@ -1,12 +1,24 @@
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
+from accounts import sockets, tokens
 from accounts.models import normalize_email
+
+logger = logging.getLogger(__name__)
+
+#: How long telling the sockets may take before the change goes on without it (the sockets
+#: still check the account on their next action frame).
+NOTIFY_TIMEOUT_SECONDS = 5.0
 
 
 class EmailTaken(Exception):
@@ -47,7 +59,9 @@ def bootstrap_admin(*, email: str, password: str | None) -> BootstrapResult:
             user.is_staff = True
             user.is_superuser = True
             user.is_active = True
-            if password:
+            if password and not user.check_password(password):
+                # Only a new password: setting the same one again (every start of the
+                # container) would end the admin's sessions and tokens.
                 user.set_password(password)
             user.save()
             return BootstrapResult(email=email, created=False, password_generated=None)
@@ -56,3 +70,37 @@ def bootstrap_admin(*, email: str, password: str | None) -> BootstrapResult:
             generated = password = secrets.token_urlsafe(18)
         User.objects.create_superuser(email, password)
         return BootstrapResult(email=email, created=True, password_generated=generated)
+
+
+# --------------------------------------------------------------------------- ending sessions
+
+
+def credentials_changed(user: Any, reason: str) -> None:
+    """The account's password changed, or it was deactivated (`reason`): what it had opened
+    ends. Its refresh tokens are blacklisted now (in the caller's transaction); its access
+    tokens no longer pass (a password change changes their claim, a deactivation fails the
+    active check); its session sockets and token sockets are told once the change commits."""
+    tokens.blacklist_refresh_tokens(user.pk)
+    user_id = user.pk
+    transaction.on_commit(lambda: tell_sockets(user_id, reason=reason), robust=True)
+
+
+def tell_sockets(user_id: int, *, reason: str, session_key: str | None = None) -> bool:
+    """Tell the open sockets of an account to check it again (`session_key`: only those of
+    that session, which ended). Never raises; True if sent."""
+    try:
+        layer = get_channel_layer()
+        if layer is None:
+            return False
+        message = sockets.account_changed(reason, session_key)
+
+        async def send() -> None:
+            await asyncio.wait_for(
+                layer.group_send(sockets.user_group(user_id), message), NOTIFY_TIMEOUT_SECONDS
+            )
+
+        async_to_sync(send)()
+        return True
+    except Exception as exc:  # the change stands; the next action frame of a socket checks
+        logger.warning("could not tell the sockets of user %s (%s): %s", user_id, reason, exc)
+        return False

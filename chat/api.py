@@ -7,8 +7,9 @@ import json
 import time
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
@@ -16,14 +17,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import hosts, selectors, services
+from chat.actions import prepare_action
 from chat.events import Done, Failed
+from chat.options import check_keep_alive
 from chat.responses import failed_error, sse_stream
 from chat.serializers import (
+    ActionInput,
+    BranchInput,
     ChatInput,
     ChatReplyOutput,
     ConversationInput,
     ConversationOutput,
-    ErrorOutput,
     LoadModelInput,
     LoadModelOutput,
     MessageOutput,
@@ -31,9 +35,11 @@ from chat.serializers import (
     PullModelInput,
     RunningModelsOutput,
     SimpleChatOutput,
+    parse_action,
     parse_chat_input,
 )
 from config import database
+from config.schema import ErrorOutput
 from core.errors import AppError
 from core.ollama import OllamaError
 
@@ -99,20 +105,31 @@ class RunningModelsView(APIView):
 class LoadModelView(APIView):
     @extend_schema(
         request=LoadModelInput,
-        responses={200: LoadModelOutput, 404: ErrorOutput, 502: ErrorOutput},
+        responses={
+            200: LoadModelOutput,
+            400: ErrorOutput,
+            403: ErrorOutput,
+            404: ErrorOutput,
+            502: ErrorOutput,
+        },
         summary="Preload a model so the next chat is fast",
     )
     def post(self, request):
         data = LoadModelInput(data=request.data)
         data.is_valid(raise_exception=True)
         model = data.validated_data["model"]
+        keep_alive = data.validated_data.get("keep_alive")
+        if keep_alive is not None:
+            # Unloading (0, under a minute) and pinning (negative, above the maximum) act on
+            # everyone's model: staff only (403 keep_alive_forbidden).
+            check_keep_alive(
+                keep_alive, staff=request.user.is_staff, maximum=settings.OLLAMA_KEEP_ALIVE_MAX
+            )
 
         async def load():
             host = await hosts.pick_host(model)
             started = time.monotonic()
-            result = await hosts.client_for(host).load(
-                model, keep_alive=data.validated_data.get("keep_alive")
-            )
+            result = await hosts.client_for(host).load(model, keep_alive=keep_alive)
             return host, result, time.monotonic() - started
 
         host, result, seconds = async_to_sync(load)()
@@ -190,6 +207,7 @@ class DeleteModelView(APIView):
                 "model_not_found", f'Model "{name}" is not installed on any Ollama host.', 404
             )
         hosts.forget_models()
+        hosts.forget_context_lengths()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -252,7 +270,8 @@ class ConversationClearView(OwnConversationsMixin, generics.GenericAPIView):
 
 
 class ConversationMessagesView(generics.ListAPIView):
-    """Oldest first; `?ordering=-id&page_size=N` gives the latest N (newest first)."""
+    """The current branch, oldest first; `?ordering=-id&page_size=N` gives its latest N (newest
+    first); `?branch=all` lists every message of the tree."""
 
     serializer_class = MessageOutput
     pagination_class = MessagePagination
@@ -260,8 +279,38 @@ class ConversationMessagesView(generics.ListAPIView):
     ordering_fields = ["id"]  # ids grow with time, and unlike timestamps never tie
     ordering = ["id"]
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("branch", str, enum=["current", "all"], description="default current")
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self):
-        return selectors.messages_of(self.request.user, self.kwargs["pk"])
+        conversation = selectors.own_conversation(self.request.user.pk, self.kwargs["pk"])
+        self.tree = selectors.tree_of(conversation.pk)
+        if self.request.query_params.get("branch") == "all":
+            return conversation.messages.all()
+        return conversation.messages.filter(pk__in=self.tree.path_to(conversation.current_leaf_id))
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "tree": getattr(self, "tree", None)}
+
+
+class ConversationBranchView(APIView):
+    @extend_schema(
+        request=BranchInput,
+        responses={200: ConversationOutput},
+        summary="Show the branch through a message (its newest leaf becomes the current one)",
+    )
+    def post(self, request, pk):
+        data = BranchInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        conversation = services.switch_branch(
+            selectors.own_conversation(request.user.pk, pk), data.validated_data["message"]
+        )
+        return Response(ConversationOutput(conversation).data)
 
 
 # --------------------------------------------------------------------------- chat
@@ -294,19 +343,60 @@ class ChatView(APIView):
         # pool rather than idle for the whole reply.
         database.release_connections()
         plan, final = async_to_sync(_run_to_end)(request.user.pk, chat_input)
-        if isinstance(final, Failed):
-            raise failed_error(final, plan.conversation_id)
-        assert isinstance(final, Done)
-        if self.simple:
-            return Response({"response": final.content, "conversation": plan.conversation_id})
-        return Response(
-            {
-                "response": final.content,
-                "conversation": plan.conversation_id,
-                "message": final.message_id,
-                **final.metrics,
-            }
-        )
+        return _reply(plan, final, simple=self.simple)
+
+
+def _reply(plan: services.GenerationPlan, final, *, simple: bool = False) -> Response:
+    if isinstance(final, Failed):
+        raise failed_error(final, plan.conversation_id)
+    assert isinstance(final, Done)
+    if simple:
+        return Response({"response": final.content, "conversation": plan.conversation_id})
+    return Response(
+        {
+            "response": final.content,
+            "conversation": plan.conversation_id,
+            "message": final.message_id,
+            **final.metrics,
+        }
+    )
+
+
+def _sse_response(plan: services.GenerationPlan) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        sse_stream(services.generate(plan)), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+class MessageActionView(APIView):
+    """Regenerate a reply, edit a question and send it again, or continue a reply: the JSON of
+    POST /api/chat/, or with `?stream=1` its Server-Sent Events."""
+
+    kind = "regenerate"
+
+    @extend_schema(
+        request=ActionInput,
+        parameters=[OpenApiParameter("stream", int, enum=[0, 1], description="1: SSE")],
+        responses={200: ChatReplyOutput, 409: ErrorOutput, 502: ErrorOutput},
+    )
+    def post(self, request, pk: int):
+        action = parse_action(self.kind, pk, request.data)
+        if request.query_params.get("stream") == "1":
+            plan = async_to_sync(prepare_action)(request.user.pk, action)
+            database.release_connections()
+            return _sse_response(plan)
+        database.release_connections()
+        plan, final = async_to_sync(_action_to_end)(request.user.pk, action)
+        return _reply(plan, final)
+
+
+async def _action_to_end(user_id: int, action):
+    plan = await prepare_action(user_id, action)
+    events = await services.collect(services.generate(plan))
+    return plan, services.final_event(events)
 
 
 class SimpleChatView(ChatView):
@@ -328,9 +418,4 @@ class StreamChatView(APIView):
         chat_input = parse_chat_input(request.data)
         plan = async_to_sync(services.prepare_chat)(request.user.pk, chat_input)
         database.release_connections()  # as in ChatView: none held while the reply streams
-        response = StreamingHttpResponse(
-            sse_stream(services.generate(plan)), content_type="text/event-stream"
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        return _sse_response(plan)

@@ -20,6 +20,24 @@ urlpatterns = [
         api.ConversationMessagesView.as_view(),
         name="conversation_messages",
     ),
+    path(
+        "conversations/<uuid:pk>/branch/",
+        api.ConversationBranchView.as_view(),
+        name="conversation_branch",
+    ),
+    path(
+        "messages/<int:pk>/regenerate/",
+        api.MessageActionView.as_view(kind="regenerate"),
+        name="message_regenerate",
+    ),
+    path(
+        "messages/<int:pk>/edit/", api.MessageActionView.as_view(kind="edit"), name="message_edit"
+    ),
+    path(
+        "messages/<int:pk>/continue/",
+        api.MessageActionView.as_view(kind="continue"),
+        name="message_continue",
+    ),
     path("chat/", api.ChatView.as_view(), name="chat"),
     path("chat/simple/", api.SimpleChatView.as_view(), name="chat_simple"),
     path("chat/stream/", api.StreamChatView.as_view(), name="chat_stream"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
@@ -25,24 +24,34 @@ logger = logging.getLogger(__name__)
 AUTH_TIMEOUT_SECONDS = 5.0
 RESUME_WAIT_SECONDS = 10.0
 
+#: The frames that act for the user: each checks first that the socket's session or token
+#: still holds (accounts.sockets.still_valid). Token frames going out never query anything.
+ACTION_FRAMES = frozenset(
+    {"chat.send", "chat.stop", "chat.resume", "chat.subscribe", *protocol.ACTIONS}
+)
+
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.user = None
+        self.credential: sockets.Credential | None = None
+        self.ended = False  # the session ended: closing, nothing more is acted on
         self.groups_joined: set[str] = set()
         self._timers: list[asyncio.Task] = []
         # Resume stitching: (conversation, message) -> next offset this socket must send.
         self._sent_upto: dict[tuple[str, int], int] = {}
 
-        self._finished: set[tuple[str, int]] = set()
+        # Replies whose end this socket reported -> their length then (a continuation starts
+        # at that length or beyond; anything else about them is a late duplicate).
+        self._finished: dict[tuple[str, int], int] = {}
         self._heard_at: dict[tuple[str, int], float] = {}
         shake = await sockets.handshake(self.scope)
         if shake.refused:
             await self._refuse()
             return
-        self.user = shake.user
-        self._close_at(shake.expires)
         await self.accept()
+        if shake.user is not None:
+            await self._authenticated(shake.user, shake.credential)
         if self.user is None:
             self._timers.append(asyncio.create_task(self._require_auth_in_time()))
         if isinstance(self.channel_layer, RedisChannelLayer):
@@ -58,6 +67,28 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await asyncio.sleep(AUTH_TIMEOUT_SECONDS)
         if self.user is None:
             await self.close(code=sockets.CLOSE_AUTH_TIMEOUT)
+
+    async def _authenticated(self, user: Any, credential: sockets.Credential | None) -> None:
+        self.user = user
+        self.credential = credential
+        self._close_at(credential.expires if credential is not None else None)
+        # Told when the account changes (logout, new password, deactivation): see
+        # account_changed(). With Redis, _keep_joined() joins it again like the others.
+        group = sockets.user_group(int(user.pk))
+        self.groups_joined.add(group)
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as exc:  # Redis away: _keep_joined() joins it when it is back
+            logger.info("socket could not join %s yet: %s", group, exc)
+
+    async def _session_ended(self, **about: Any) -> None:
+        self.ended = True
+        await self.send_json(protocol.session_ended(**about))
+        await self.close(code=sockets.CLOSE_UNAUTHENTICATED)
+
+    async def account_changed(self, event: dict) -> None:
+        if not self.ended and await sockets.ended_by(self.credential, event):
+            await self._session_ended()
 
     def _close_at(self, expires: int | None) -> None:
         if not expires:
@@ -96,12 +127,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
+        # core.safejson: a frame nested too deep or with a huge number is an invalid frame
+        # (None: receive_json answers `invalid_frame`), not a RecursionError closing with 1011.
+        from core import safejson
+
         try:
-            return json.loads(text_data)
-        except (json.JSONDecodeError, TypeError):
+            return safejson.loads(text_data)
+        except (ValueError, TypeError):
             return None
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        if self.ended:
+            return
         if text_data is None:
             await self._error(invalid_frame("Frames must be JSON text, not binary."))
             return
@@ -122,10 +159,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 raise FrameError(
                     "auth_required", 'Authenticate first: {"type": "auth", "token": ...}.', 401
                 )
+            elif kind in ACTION_FRAMES and not await sockets.still_valid(self.credential):
+                await self._session_ended(**_about(content))
             elif kind == "ping":
                 await self.send_json(protocol.PONG)
             elif kind == "chat.send":
                 await self._send(content)
+            elif kind in protocol.ACTIONS:
+                action = protocol.parse_action(content)
+                await runs.start_action(self._user_id(), action, self._join)
             elif kind == "chat.stop":
                 await self._stop(content)
             elif kind == "chat.resume":
@@ -152,12 +194,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _auth(self, content: dict) -> None:
         if self.user is not None:
             raise invalid_frame("Already authenticated.")
-        user, expires = await sockets.user_for_token(content.get("token"))
+        user, credential = await sockets.user_for_token(content.get("token"))
         if user is None:
             await self.close(code=sockets.CLOSE_UNAUTHENTICATED)
             return
-        self.user = user
-        self._close_at(expires)
+        await self._authenticated(user, credential)
         await self.send_json(protocol.auth_ok(user))
 
     async def _send(self, content: dict) -> None:
@@ -180,7 +221,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # Join first, then read what is saved: any token published from now on reaches us,
         # and offsets let us drop what we already sent.
         self._sent_upto[key] = offset
-        self._finished.discard(key)  # an explicit resume is always answered to the end
+        self._finished.pop(key, None)  # an explicit resume is always answered to the end
         await self._join(conversation_id)
         await self._catch_up(conversation_id, message_id)
 
@@ -271,9 +312,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def chat_started(self, event: dict) -> None:
         key = (event["conversation"], event["message"])
+        offset = int(event.get("offset") or 0)
+        if key in self._finished and offset > 0 and offset >= self._finished[key]:
+            del self._finished[key]  # a continuation of a reply that had ended
         if key in self._sent_upto or key in self._finished:
             return  # a resume already announced it, or the end is already reported
-        self._sent_upto[key] = 0
+        self._sent_upto[key] = offset
         await self.send_json(event)
 
     async def chat_done(self, event: dict) -> None:
@@ -295,7 +339,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # Frames were lost on the way (a restarted Redis, a full channel): the reply is
             # saved before its end is published, so the rest is read back.
             await self._send_text(key[0], key[1], "", length)
-        self._finished.add(key)
+        self._finished[key] = length if isinstance(length, int) else self._sent_upto.get(key, 0)
         self._sent_upto.pop(key, None)
         self._heard_at.pop(key, None)
         await self.send_json(frame)

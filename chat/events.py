@@ -32,6 +32,7 @@ class Started:
     model: str
     host: str
     queue_wait_seconds: float
+    offset: int = 0  # where its text starts: the length so far of a continued reply
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,15 @@ from core.ollama import LocalModel, ModelNotFound, OllamaError, get_client
 from core.ollama.client import OllamaClient
 
 TAGS_TTL_SECONDS = 5.0
+# A model's context length changes only when it is pulled or created again.
+SHOW_TTL_SECONDS = 300.0
 
 _gate: Gate | None = None
 _tags_cache: dict[str, tuple[float, list[LocalModel]]] = {}
 _fetching: dict[str, asyncio.Task[HostModels]] = {}
+# (host, model): when fetched, and the model's context length (None: /api/show gives none).
+_context_cache: dict[tuple[str, str], tuple[float, int | None]] = {}
+_showing: dict[tuple[str, str], asyncio.Task[int | None]] = {}
 
 
 def get_gate() -> Gate:
@@ -168,3 +173,58 @@ async def pick_host(model: str) -> str:
     stats = await asyncio.gather(*(gate.stats(host) for host in candidates))
     load = {host: s.in_flight + s.queued for host, s in zip(candidates, stats, strict=True)}
     return min(candidates, key=lambda host: (load[host], candidates.index(host)))
+
+
+# --------------------------------------------------------------------------- context window
+
+
+async def context_window(host: str, model: str, num_ctx: int | None) -> int:
+    """The tokens a chat with `model` on `host` may use: the model's context length (/api/show's
+    model_info), capped by the request's or conversation's `num_ctx`, or when none is set by
+    OLLAMA_CONTEXT_LENGTH (the Ollama server's own default). A model whose length /api/show
+    does not give, or a failed /api/show, leaves the cap alone: this never raises for that."""
+    cap = num_ctx if num_ctx is not None and num_ctx > 0 else settings.OLLAMA_CONTEXT_LENGTH
+    length = await model_context_length(host, model)
+    return min(length, cap) if length is not None else cap
+
+
+async def model_context_length(host: str, model: str) -> int | None:
+    """`model`'s context length as /api/show gives it (None: unknown), cached per host and
+    model for SHOW_TTL_SECONDS; a failure is not kept, and one request serves a burst."""
+    key = (host, normalize_model(model))
+    cached = _context_cache.get(key)
+    if cached and time.monotonic() - cached[0] < SHOW_TTL_SECONDS:
+        return cached[1]
+    loop = asyncio.get_running_loop()
+    fetch = _showing.get(key)
+    if fetch is None or fetch.get_loop() is not loop:
+        fetch = _showing[key] = loop.create_task(_fetch_context_length(key))
+    return await asyncio.shield(fetch)
+
+
+async def _fetch_context_length(key: tuple[str, str]) -> int | None:
+    host, model = key
+    try:
+        try:
+            shown = await client_for(host).show(model)
+        except OllamaError:
+            _context_cache.pop(key, None)
+            return None
+        length = shown.context_length
+        if length is not None and length <= 0:
+            length = None
+        _context_cache[key] = (time.monotonic(), length)
+        return length
+    finally:
+        _showing.pop(key, None)
+
+
+def forget_context_lengths() -> None:
+    """Drop the cached context lengths (after a pull, a create or a delete)."""
+    _context_cache.clear()
+
+
+@receiver(setting_changed)
+def _reset_context_lengths(setting: str, **kwargs: object) -> None:
+    if setting == "OLLAMA_URLS":
+        _context_cache.clear()

@@ -4,7 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class Conversation(models.Model):
@@ -28,6 +28,11 @@ class Conversation(models.Model):
     # process running it (see chat.lifecycle), so that a dead process's claim is let go.
     generating_since = models.DateTimeField(null=True, blank=True, editable=False)
     generating_process = models.UUIDField(null=True, blank=True, editable=False)
+    # The branch shown and continued: the path from the first message to this one. Every
+    # message is kept; regenerating or editing adds a sibling and moves the leaf to it.
+    current_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -65,6 +70,11 @@ class Message(models.Model):
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
+    # The message this one answers or follows (null: the first of its conversation). Siblings,
+    # children of one parent, are versions of one place in the conversation (chat.tree).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
@@ -95,6 +105,11 @@ class Message(models.Model):
     resources = models.JSONField(
         null=True, blank=True, help_text="GPU and RAM before and after, and the delta."
     )
+    context = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="What the model was sent: messages sent and dropped, tokens, the window.",
+    )
 
     # The web process generating this reply while it is `streaming` (see WebProcess).
     process = models.UUIDField(null=True, blank=True, db_index=True)
@@ -115,6 +130,10 @@ class Message(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(role__in=["user", "assistant"]), name="chat_msg_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(parent__isnull=True) | Q(parent__lt=F("id")),
+                name="chat_msg_parent_before",
             ),
             models.CheckConstraint(
                 condition=Q(

@@ -13,8 +13,10 @@ from typing import Any
 from rest_framework.exceptions import ValidationError
 
 from chat import lifecycle, services
+from chat.actions import ActionInput
 from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started
 from chat.models import Message
+from chat.serializers import parse_action as parse_action_input
 from chat.serializers import parse_chat_input
 from config.exceptions import invalid_input
 from core.errors import AppError
@@ -66,6 +68,17 @@ def token_expired() -> Frame:
     }
 
 
+def session_ended(**about: Any) -> Frame:
+    """Sent before closing with 4401 a socket whose session or token no longer holds: a logout
+    of its session, a password change, a deactivation or deletion of the account."""
+    error = AppError(
+        "session_ended",
+        "Your session ended (logged out, password changed or account deactivated); log in again.",
+        401,
+    )
+    return error_frame(error, **about)
+
+
 def token_frame(conversation_id: str, message_id: int | None, offset: int, text: str) -> Frame:
     return {
         "type": "chat.token",
@@ -76,12 +89,13 @@ def token_frame(conversation_id: str, message_id: int | None, offset: int, text:
     }
 
 
-def started_frame(conversation_id: str, message_id: int, model: str) -> Frame:
+def started_frame(conversation_id: str, message_id: int, model: str, offset: int = 0) -> Frame:
     return {
         "type": "chat.started",
         "conversation": conversation_id,
         "message": message_id,
         "model": model,
+        "offset": offset,
     }
 
 
@@ -103,7 +117,7 @@ def event_frame(conversation_id: str, event: Event) -> Frame | None:
                 "position": event.position,
             }
         case Started():
-            return started_frame(conversation_id, event.message_id, event.model)
+            return started_frame(conversation_id, event.message_id, event.model, event.offset)
         case Done():
             return {
                 "type": "chat.done",
@@ -145,6 +159,26 @@ def saved_end_frame(conversation_id: str, reply: Message) -> Frame | None:
                 "detail": reply.error or "The reply did not finish.",
             }
     return None
+
+
+ACTIONS = {"chat.regenerate": "regenerate", "chat.edit": "edit", "chat.continue": "continue"}
+
+
+def parse_action(frame: dict[str, Any]) -> ActionInput:
+    """`chat.regenerate`, `chat.edit` and `chat.continue`: `message` is the id acted on (an
+    edit's new text is `content`), checked by the same parser as the REST actions."""
+    message_id = frame.get("message")
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 1:
+        raise invalid_frame('"message" must be a message id.')
+    fields: dict[str, Any] = {
+        key: frame[key] for key in ("attachments", "model", "options") if key in frame
+    }
+    if "content" in frame:
+        fields["message"] = frame["content"]
+    try:
+        return parse_action_input(ACTIONS[frame["type"]], message_id, fields)
+    except ValidationError as exc:
+        raise invalid_input(exc, errors_key="errors", generic_code="invalid_frame") from None
 
 
 def parse_send(frame: dict[str, Any]) -> services.ChatInput:

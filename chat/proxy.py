@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import AuthenticationFailed
@@ -24,6 +25,7 @@ from chat import hosts, services
 from chat.events import Done, Event, Failed, Token
 from config import database
 from config.exceptions import app_error_of
+from core import safejson
 from core.errors import AppError
 from core.ollama import OllamaError
 from core.streaming import batches
@@ -71,9 +73,11 @@ def endpoint(*methods: str, json_body: bool = False):
             await sync_to_async(database.release_connections)()
             if json_body:
                 try:
-                    body = json.loads(request.body or b"{}")
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    return ollama_error("invalid JSON in request body", 400)
+                    body = safejson.loads(request.body or b"{}")
+                except RequestDataTooBig:
+                    return ollama_error("the request body is too large", 413)
+                except ValueError as exc:  # malformed, too deep, a huge number, not UTF-8
+                    return ollama_error(f"invalid JSON in request body: {exc}", 400)
                 if not isinstance(body, dict):
                     return ollama_error("the request body must be a JSON object", 400)
                 kwargs["body"] = body
@@ -151,9 +155,10 @@ async def generate(request, body: dict[str, Any]):
 
 
 def _validate(endpoint_name: str, body: dict[str, Any]) -> str | None:
+    """The body's shape; chat.services checks its lengths, options and keep_alive."""
     if not isinstance(body.get("model"), str) or not body["model"].strip():
         return "model is required"
-    if "options" in body and not isinstance(body["options"], dict):
+    if "options" in body and not isinstance(body["options"], dict | None):
         return "options must be an object"
     if endpoint_name == "chat":
         messages = body.get("messages", [])
@@ -166,8 +171,12 @@ def _validate(endpoint_name: str, body: dict[str, Any]) -> str | None:
             return "messages must be a list of {role, content} objects"
         if not messages:
             return "messages must not be empty (loading a model: use POST /api/models/load/)"
-    elif not isinstance(body.get("prompt", ""), str) or not body.get("prompt"):
-        return "prompt is required (loading a model: use POST /api/models/load/)"
+    else:
+        if not isinstance(body.get("prompt", ""), str) or not body.get("prompt"):
+            return "prompt is required (loading a model: use POST /api/models/load/)"
+        for key in ("system", "suffix"):
+            if not isinstance(body.get(key) or "", str):
+                return f"{key} must be a string"
     return None
 
 
@@ -175,7 +184,9 @@ async def _generation(request, endpoint_name: Literal["chat", "generate"], body:
     problem = _validate(endpoint_name, body)
     if problem:
         return ollama_error(problem, 400)
-    plan = await services.prepare_ollama_request(request.user.pk, endpoint_name, body)
+    plan = await services.prepare_ollama_request(
+        request.user.pk, endpoint_name, body, staff=request.user.is_staff
+    )
     events = services.generate(plan)
     # Ollama answers an error before the first byte with a status; hold the response until
     # the first token (or the end) so that a refusal or a missing model keeps its status.

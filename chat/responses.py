@@ -55,6 +55,7 @@ def sse_event(event: Event) -> dict[str, Any] | None:
                 "message": event.message_id,
                 "model": event.model,
                 "queue_wait_seconds": event.queue_wait_seconds,
+                "offset": event.offset,
             }
         case Token():
             return {"type": "content", "content": event.text, "offset": event.offset}

@@ -23,6 +23,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from chat import protocol, services
+from chat.actions import ActionInput, prepare_action
 from chat.events import Cancelled, Done, Event, Failed, Started, Token
 from config.channel_layers import REJOIN_SECONDS, RedisChannelLayer, rejoin
 from core.errors import AppError
@@ -222,6 +223,17 @@ async def start_chat(
     `subscribe` joins the conversation's frames before the run can publish its first one.
     """
     plan = await services.prepare_chat(user_id, chat_input)
+    conversation_id = str(plan.conversation_pk)
+    await subscribe(conversation_id)
+    start(plan)
+    return conversation_id
+
+
+async def start_action(
+    user_id: int, action: ActionInput, subscribe: Callable[[str], Awaitable[None]]
+) -> str:
+    """As start_chat, for a regenerate, an edit or a continue (chat.actions)."""
+    plan = await prepare_action(user_id, action)
     conversation_id = str(plan.conversation_pk)
     await subscribe(conversation_id)
     start(plan)

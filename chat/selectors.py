@@ -13,6 +13,7 @@ from django.db.models import Count, QuerySet
 
 from chat.errors import ChatRequestError
 from chat.models import Conversation, Message
+from chat.tree import Tree
 
 
 def not_found() -> ChatRequestError:
@@ -31,7 +32,7 @@ def conversations_of(
     return queryset.order_by("-updated_at")
 
 
-def own_conversation(user_id: int, conversation_id: UUID | str) -> Conversation:
+def own_conversation(user_id: int | None, conversation_id: UUID | str) -> Conversation:
     conversation = Conversation.objects.filter(owner_id=user_id, pk=conversation_id).first()
     if conversation is None:
         raise not_found()
@@ -64,3 +65,16 @@ async def saved_text(message_id: int) -> str:
     return (
         await Message.objects.filter(pk=message_id).values_list("content", flat=True).afirst() or ""
     )
+
+
+def tree_of(conversation_id: UUID | str) -> Tree:
+    return Tree.of(
+        Message.objects.filter(conversation_id=conversation_id).values_list("id", "parent_id")
+    )
+
+
+def branch_of(conversation: Conversation, leaf_id: int | None = None) -> list[Message]:
+    """The messages from the first to `leaf_id` (default: the conversation's current leaf)."""
+    leaf = leaf_id if leaf_id is not None else conversation.current_leaf_id
+    path = tree_of(conversation.pk).path_to(leaf)
+    return list(Message.objects.filter(pk__in=path).order_by("id"))

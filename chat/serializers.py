@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from chat.actions import ActionInput as ActionRequest
 from chat.models import Conversation, Message
-from chat.options import InvalidOptions, validate_options
+from chat.options import InvalidOptions, keep_alive_seconds, validate_options
 from chat.services import ChatInput as ChatRequest
 from chat.services import message_metrics
+from core.errors import AppError
 
 
 class OptionsField(serializers.JSONField):
@@ -78,7 +81,7 @@ class ConversationInput(serializers.ModelSerializer):
 
 
 class ConversationOutput(serializers.ModelSerializer):
-    message_count = serializers.IntegerField(read_only=True, required=False)
+    message_count = serializers.SerializerMethodField()
 
     class Meta:
         model = Conversation
@@ -96,14 +99,27 @@ class ConversationOutput(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def get_message_count(self, conversation: Conversation) -> int:
+        # Lists annotate the count (chat.selectors.conversations_of); a single row counts.
+        annotated = getattr(conversation, "message_count", None)
+        return annotated if annotated is not None else conversation.messages.count()
+
 
 class MessageOutput(serializers.ModelSerializer):
+    """A message with its place in the tree: `siblings` are the versions at its place (itself
+    among them, oldest first); the view puts the conversation's tree in the context."""
+
     metrics = serializers.SerializerMethodField()
+    siblings = serializers.SerializerMethodField()
+    sibling_index = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
         fields = [
             "id",
+            "parent",
+            "siblings",
+            "sibling_index",
             "role",
             "content",
             "status",
@@ -122,10 +138,78 @@ class MessageOutput(serializers.ModelSerializer):
             return None
         return message_metrics(message)
 
+    def _siblings(self, message: Message) -> list[int]:
+        tree = self.context.get("tree")
+        return (
+            tree.siblings(message.pk) if tree is not None and message.pk in tree else [message.pk]
+        )
+
+    def get_siblings(self, message: Message) -> list[int]:
+        return self._siblings(message)
+
+    def get_sibling_index(self, message: Message) -> int:
+        return self._siblings(message).index(message.pk)
+
+
+class ActionInput(serializers.Serializer):
+    """POST /api/messages/<id>/regenerate|edit|continue/. `message` (the new text) is for an
+    edit, which also takes `attachments` (left out: the original's are kept)."""
+
+    message = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+    attachments = serializers.ListField(
+        child=serializers.UUIDField(), required=False, allow_null=True, max_length=10
+    )
+    model = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=200)
+    options = OptionsField(required=False, allow_null=True)
+
+
+class BranchInput(serializers.Serializer):
+    message = serializers.IntegerField(help_text="A message of the branch to show")
+
+
+def parse_action(kind: str, message_id: int, data) -> ActionRequest:
+    """Validate an action's fields (raises DRF's ValidationError)."""
+    form = ActionInput(data=data)
+    form.is_valid(raise_exception=True)
+    values = form.validated_data
+    if kind == "edit" and "message" not in values:
+        raise serializers.ValidationError({"message": ["This field is required."]}, "required")
+    return ActionRequest(
+        kind=kind,  # type: ignore[arg-type]  # one of the three routes
+        message_id=message_id,
+        text=values.get("message"),
+        attachments=values.get("attachments"),
+        model=values.get("model") or None,
+        options=values.get("options") or {},
+    )
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "number"}]})
+class KeepAliveField(serializers.Field):
+    """Ollama's keep_alive: a duration string ("5m", "1h30m") or a number of seconds, checked
+    by chat.options (the value goes to Ollama as the client wrote it)."""
+
+    def to_internal_value(self, data):
+        try:
+            keep_alive_seconds(data)
+        except AppError as exc:
+            raise serializers.ValidationError(exc.detail, code=exc.code) from None
+        return data
+
+    def to_representation(self, value):
+        return value
+
 
 class LoadModelInput(serializers.Serializer):
     model = serializers.CharField(max_length=200)
-    keep_alive = serializers.CharField(required=False, max_length=20)
+    keep_alive = KeepAliveField(
+        required=False,
+        help_text=(
+            'How long the model stays loaded: "5m", "1h" or seconds, between 1m and '
+            "OLLAMA_KEEP_ALIVE_MAX (1h by default); 0 (unload), negative (forever) and longer "
+            "are for staff"
+        ),
+    )
 
 
 class PullModelInput(serializers.Serializer):
@@ -174,11 +258,6 @@ class ChatReplyOutput(serializers.Serializer):
 class SimpleChatOutput(serializers.Serializer):
     response = serializers.CharField()
     conversation = serializers.UUIDField()
-
-
-class ErrorOutput(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
 
 
 class ModelOutput(serializers.Serializer):

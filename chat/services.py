@@ -23,11 +23,17 @@ from redis.exceptions import RedisError
 
 from chat import hosts, lifecycle, limits, selectors
 from chat.attachments import load_attachments, with_attachments
-from chat.context import PastMessage, build_messages, title_from
+from chat.context import PastMessage, build_context, reply_reserve, title_from
 from chat.errors import ChatRequestError
 from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started, Token
 from chat.models import Conversation, Message, WebProcess
-from chat.options import merge, to_ollama
+from chat.options import (
+    InvalidOptions,
+    check_keep_alive,
+    merge,
+    to_ollama,
+    validate_ollama_options,
+)
 from config import database
 from config.exceptions import app_error_of, queue_unavailable
 from core.errors import AppError
@@ -66,6 +72,16 @@ class GenerationPlan:
     # event), but its row is created only with the user message, in one transaction.
     conversation_pk: UUID = field(default_factory=uuid4)
     saved: bool = False  # the user message (and a new conversation) are in the database
+    parent_id: int | None = None  # the message the new user message follows (the leaf)
+    user_message_id: int | None = None  # the question the reply answers (once saved)
+    # Regenerating or continuing answers a question already saved: no new user message.
+    save_user_message: bool = True
+    # Continuing appends to this reply, whose text so far is `prefix` and figures `prior`.
+    continue_from: int | None = None
+    prefix: str = ""
+    prior: Timings | None = None
+    prior_ttft: float | None = None
+    context: dict[str, Any] | None = None  # what the model was sent (chat.context's report)
     ollama_messages: list[dict[str, Any]] = field(default_factory=list)
     ollama_extra: dict[str, Any] = field(default_factory=dict)
     ollama_options: dict[str, Any] = field(default_factory=dict)
@@ -99,9 +115,26 @@ def update_conversation(conversation: Conversation, **fields: Any) -> Conversati
 
 
 def clear_conversation(conversation: Conversation) -> int:
-    deleted, _ = conversation.messages.exclude(status=Message.Status.STREAMING).delete()
+    """Every message goes; a reply being generated refuses it (`generation_running`), since
+    clearing its question would take it along."""
+    busy = conversation.messages.filter(status=Message.Status.STREAMING).exists()
+    if busy or (conversation.generating_since is not None and not claimable(conversation.pk)):
+        raise generation_running()
+    deleted, _ = conversation.messages.all().delete()
     conversation.save(update_fields=["updated_at"])
     return deleted
+
+
+def switch_branch(conversation: Conversation, message_id: int) -> Conversation:
+    """Show the branch through `message_id`: its newest leaf becomes the current one."""
+    tree = selectors.tree_of(conversation.pk)
+    if message_id not in tree:
+        raise ChatRequestError("not_found", "Message not found.", 404)
+    if conversation.generating_since is not None and not claimable(conversation.pk):
+        raise generation_running()
+    conversation.current_leaf_id = tree.newest_leaf(message_id)
+    conversation.save(update_fields=["current_leaf", "updated_at"])
+    return conversation
 
 
 def mark_stale_streaming_interrupted(older_than_seconds: int | None = None) -> int:
@@ -123,9 +156,7 @@ def mark_stale_streaming_interrupted(older_than_seconds: int | None = None) -> i
 # --------------------------------------------------------------------------- preparing
 
 
-async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
-    """Check everything that can be checked before a byte is streamed, and pick the host."""
-    text = data.message
+def check_message_text(text: str) -> None:
     if not text.strip():
         raise ChatRequestError("empty_message", "The message is empty.", 400)
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
@@ -135,58 +166,107 @@ async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
             f"{settings.CHAT_MAX_MESSAGE_CHARS}.",
             400,
         )
+
+
+async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
+    """Check everything that can be checked before a byte is streamed, and pick the host."""
+    text = data.message
+    check_message_text(text)
     lifecycle.check_accepting()
     conversation, history, exchanges = await database.run(
         _load_for_chat, user_id, data.conversation_id
     )
-    model = (
-        data.model or (conversation.model if conversation else "") or await hosts.default_model()
+    return await plan_generation(
+        user_id,
+        conversation,
+        history,
+        exchanges,
+        question=text,
+        attachment_ids=data.attachments,
+        model=data.model,
+        system=data.system,
+        options=data.options,
+        parent_id=conversation.current_leaf_id if conversation else None,
     )
-    system = (
-        data.system
-        if data.system is not None
-        else (conversation.system_prompt if conversation else "")
+
+
+async def plan_generation(
+    user_id: int,
+    conversation: Conversation | None,
+    history: list[PastMessage],
+    exchanges: int | None,
+    *,
+    question: str,
+    attachment_ids: Sequence[UUID],
+    model: str | None,
+    system: str | None,
+    options: dict[str, Any],
+    parent_id: int | None,
+    **plan_fields: Any,
+) -> GenerationPlan:
+    """The plan of a generation answering `question` after `history` (the branch above it):
+    the model, host, options and attachments checked, the messages for Ollama built."""
+    chosen = model or (conversation.model if conversation else "") or await hosts.default_model()
+    system_prompt = (
+        system if system is not None else (conversation.system_prompt if conversation else "")
     )
-    client_options = merge(conversation.options if conversation else {}, data.options)
-    host = await hosts.pick_host(model)
-    attached = await load_attachments(user_id, data.attachments)
-    if attached.images and not (await hosts.client_for(host).show(model)).supports_vision:
+    client_options = merge(conversation.options if conversation else {}, options)
+    host = await hosts.pick_host(chosen)
+    attached = await load_attachments(user_id, list(attachment_ids))
+    if attached.images and not (await hosts.client_for(host).show(chosen)).supports_vision:
         raise ChatRequestError(
             "model_lacks_vision",
-            f'The model "{model}" does not accept images; pick a vision model (e.g. llava).',
+            f'The model "{chosen}" does not accept images; pick a vision model (e.g. llava).',
             400,
             extra={"attachments": [r["id"] for r in attached.records if r["kind"] == "image"]},
         )
-
+    # As much of the branch as fits the model's window, less room for the reply.
+    window = await hosts.context_window(host, chosen, client_options.get("num_ctx"))
+    continuing = plan_fields.get("continuing")
+    context = build_context(
+        system_prompt=system_prompt,
+        history=history,
+        new_message=with_attachments(question, attached.texts),
+        images=attached.images,
+        window=window,
+        reserve=reply_reserve(window, client_options.get("max_tokens")),
+        max_exchanges=exchanges,
+        continuing=continuing,
+    )
+    plan_fields.pop("continuing", None)
     return GenerationPlan(
         user_id=user_id,
         conversation=conversation,
+        parent_id=parent_id,
         new_conversation={
-            "title": title_from(text),
-            "model": data.model or "",
-            "system_prompt": data.system or "",
-            "options": data.options,
+            "title": title_from(question),
+            "model": model or "",
+            "system_prompt": system or "",
+            "options": options,
         },
-        user_content=text,
-        model=model,
+        user_content=question,
+        model=chosen,
         host=host,
         client_options=client_options,
         attachments=attached.records,
         ollama_options=to_ollama(client_options),
-        ollama_messages=build_messages(
-            system_prompt=system,
-            history=history,
-            exchanges=exchanges,
-            new_message=with_attachments(text, attached.texts),
-            images=attached.images,
-        ),
+        ollama_messages=context.messages,
+        context=context.report.as_dict(),
+        **plan_fields,
     )
 
 
 async def prepare_ollama_request(
-    user_id: int, endpoint: Literal["chat", "generate"], body: dict[str, Any]
+    user_id: int,
+    endpoint: Literal["chat", "generate"],
+    body: dict[str, Any],
+    *,
+    staff: bool = False,
 ) -> GenerationPlan:
-    """A request of the Ollama-compatible proxy: the client's own messages and options."""
+    """A request of the Ollama-compatible proxy: the client's own messages and options, held to
+    the rules of every transport (lengths, the options' bounds, keep_alive; `staff` may unload
+    and pin models). The proxy has checked the body's shape."""
+    ollama_options = _check_ollama_request(endpoint, body, staff=staff)
     lifecycle.check_accepting()
     await limits.check(user_id)
     model = body["model"]
@@ -225,34 +305,82 @@ async def prepare_ollama_request(
         relay_every_chunk=True,
         ollama_messages=messages,
         ollama_extra={key: body[key] for key in extra_keys if key in body},
-        ollama_options=dict(body.get("options") or {}),
+        ollama_options=ollama_options,
     )
+
+
+def _check_ollama_request(
+    endpoint: Literal["chat", "generate"], body: dict[str, Any], *, staff: bool
+) -> dict[str, Any]:
+    """The checks every chat gets, on a proxy request; returns the options to send Ollama.
+
+    Lengths: each message a person or a tool wrote (every role but `assistant`, whose replies
+    the client sends back as history) and a generate's `prompt`, `system` and `suffix` are
+    held to CHAT_MAX_MESSAGE_CHARS, as a REST message is (`message_too_long`); all of them
+    together, assistant messages included, to OLLAMA_PROXY_MAX_CHARS (`request_too_long`)."""
+    if endpoint == "chat":
+        parts = [
+            (f"messages[{index}] ({m.get('role')})", m.get("role"), m.get("content") or "")
+            for index, m in enumerate(body.get("messages") or [])
+        ]
+    else:
+        parts = [(key, key, body.get(key) or "") for key in ("prompt", "system", "suffix")]
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    total = 0
+    for where, role, text in parts:
+        if role != "assistant" and len(text) > limit:
+            raise ChatRequestError(
+                "message_too_long",
+                f"{where} has {len(text)} characters; the limit is {limit}.",
+                400,
+            )
+        total += len(text)
+    if total > settings.OLLAMA_PROXY_MAX_CHARS:
+        raise ChatRequestError(
+            "request_too_long",
+            f"The request's {'messages' if endpoint == 'chat' else 'texts'} have {total} "
+            f"characters together; the limit is {settings.OLLAMA_PROXY_MAX_CHARS}.",
+            400,
+        )
+    try:
+        options = validate_ollama_options(body.get("options"))
+    except InvalidOptions as exc:
+        raise ChatRequestError(
+            "invalid_options", f"invalid options: {exc}", 400, extra={"options": exc.errors}
+        ) from None
+    if body.get("keep_alive") is not None:
+        check_keep_alive(body["keep_alive"], staff=staff, maximum=settings.OLLAMA_KEEP_ALIVE_MAX)
+    return options
 
 
 def _load_for_chat(
     user_id: int, conversation_id: UUID | None
-) -> tuple[Conversation | None, list[PastMessage], int]:
+) -> tuple[Conversation | None, list[PastMessage], int | None]:
     """Every read a chat needs before it starts, in one hop to a database thread: the limits,
-    the conversation (the user's own) and its newest messages."""
+    the conversation (the user's own) and its current branch."""
     limits.check_now(user_id)
-    exchanges = settings.CHAT_CONTEXT_EXCHANGES
     if conversation_id is None:
-        return None, [], exchanges
+        return None, [], settings.CHAT_CONTEXT_EXCHANGES
     conversation = selectors.own_conversation(user_id, conversation_id)
-    if conversation.generating_since is not None and not _claimable(conversation.pk):
+    if conversation.generating_since is not None and not claimable(conversation.pk):
         raise generation_running()
-    if conversation.context_exchanges is not None:
-        exchanges = conversation.context_exchanges
-    # Enough rows for N exchanges even with retries and failed replies in between.
-    limit = max(exchanges, 0) * 4 + 4
-    rows = [
-        PastMessage(m.role, m.content, m.status)
-        for m in conversation.messages.order_by("-created_at", "-id").only(
-            "role", "content", "status"
-        )[:limit]
+    # The branch the user is on, never the others.
+    return conversation, past(selectors.branch_of(conversation)), exchanges_cap(conversation)
+
+
+def past(messages: Sequence[Message]) -> list[PastMessage]:
+    """Messages as the context builder reads them; a reply's size is Ollama's own count."""
+    return [
+        PastMessage(m.role, m.content, m.status, m.eval_count if m.role == "assistant" else None)
+        for m in messages
     ]
-    rows.reverse()
-    return conversation, rows, exchanges
+
+
+def exchanges_cap(conversation: Conversation) -> int | None:
+    """The conversation's own cap on past exchanges, else the server's (None: what fits)."""
+    if conversation.context_exchanges is not None:
+        return conversation.context_exchanges
+    return settings.CHAT_CONTEXT_EXCHANGES
 
 
 # --------------------------------------------------------------------------- generating
@@ -268,12 +396,13 @@ class _Reply:
     A flush that fails (the database is briefly away) is skipped: the text stays here and the
     next flush or the final save writes it."""
 
-    def __init__(self, message_id: int, conversation_id: Any) -> None:
+    def __init__(self, message_id: int, conversation_id: Any, prefix: str = "") -> None:
         self.message_id = message_id
         self.conversation_id = conversation_id
-        self.parts: list[str] = []
-        self.length = 0
-        self._flushed_length = 0
+        # A continued reply keeps its text: offsets go on counting from its end.
+        self.parts: list[str] = [prefix] if prefix else []
+        self.length = len(prefix)
+        self._flushed_length = len(prefix)
         self._last_flush = time.monotonic()
 
     @property
@@ -374,7 +503,7 @@ def _free_to_claim(now: Any) -> Q:
     )
 
 
-def _claimable(conversation_id: Any) -> bool:
+def claimable(conversation_id: Any) -> bool:
     return Conversation.objects.filter(_free_to_claim(timezone.now()), pk=conversation_id).exists()
 
 
@@ -416,6 +545,7 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
         released = False
         try:
             user_message_id = await database.run(_save_user_message, plan)
+            assert user_message_id is not None
             yield Accepted(
                 str(plan.conversation_pk), user_message_id, plan.model, tuple(plan.attachments)
             )
@@ -423,23 +553,28 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
                 yield Queued(position)
 
             before = await asnapshot()
-            reply = _Reply(
-                await database.run(
-                    _create_reply,
-                    plan,
-                    Message.Status.STREAMING,
-                    queue_wait=reservation.queue_wait_seconds,
-                    in_flight_at_start=reservation.in_flight_at_start,
-                    process=lifecycle.process_id(),
-                ),
-                plan.conversation_pk,
-            )
+            if plan.continue_from is not None:
+                await database.run(_resume_reply, plan, lifecycle.process_id())
+                reply = _Reply(plan.continue_from, plan.conversation_pk, plan.prefix)
+            else:
+                reply = _Reply(
+                    await database.run(
+                        _create_reply,
+                        plan,
+                        Message.Status.STREAMING,
+                        queue_wait=reservation.queue_wait_seconds,
+                        in_flight_at_start=reservation.in_flight_at_start,
+                        process=lifecycle.process_id(),
+                    ),
+                    plan.conversation_pk,
+                )
             yield Started(
                 reply.message_id,
                 str(plan.conversation_pk),
                 plan.model,
                 plan.host,
                 reservation.queue_wait_seconds,
+                offset=reply.length,
             )
 
             sent_at = time.monotonic()
@@ -482,8 +617,10 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
             yield await _fail(plan, reply, failure)
             return
 
-        timings = final.timings if final is not None else None
+        timings = _whole_reply_timings(plan.prior, final.timings if final is not None else None)
         ttft = (first_token_at - sent_at) if first_token_at is not None else None
+        if plan.prior_ttft is not None:  # a continued reply: its first token came long ago
+            ttft = plan.prior_ttft
         assert reply is not None  # streamed to the end: the reply row exists
         resources = {
             "gpu_usage_before": before.get("gpu"),
@@ -507,6 +644,7 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
             in_flight_at_start=reservation.in_flight_at_start,
             model=plan.model,
             resources=resources,
+            context=plan.context,
         )
         yield Done(reply.message_id, reply.content, metrics, final.raw if final else {})
 
@@ -534,6 +672,8 @@ async def _save_cancelled(plan: GenerationPlan, reply: _Reply | None) -> Cancell
     try:
         if reply is not None:
             await reply.finish(status, **fields)
+        elif plan.saved and plan.continue_from is not None:
+            await database.run(_release_claim, plan)  # the reply was never resumed: unchanged
         elif plan.saved:
             message_id = await database.run(_create_reply, plan, status, completed=True, **fields)
     except Exception:
@@ -549,7 +689,7 @@ def _open_stream(plan: GenerationPlan):
     return client.chat(plan.model, plan.ollama_messages, options=options, **plan.ollama_extra)
 
 
-def _save_user_message(plan: GenerationPlan) -> int:
+def _save_user_message(plan: GenerationPlan) -> int | None:
     """The conversation (a new one with its id chosen up front) and the user message, in one
     transaction: a failure leaves neither, so no conversation is ever empty. The conversation is
     claimed for this generation until its reply is saved (`generation_running` otherwise)."""
@@ -565,18 +705,47 @@ def _save_user_message(plan: GenerationPlan) -> int:
         ):
             # One generation per conversation: the check in prepare_chat() raced with another.
             raise generation_running()
+        if not plan.save_user_message:  # a regeneration or a continuation: claimed, no more
+            plan.saved = True
+            return plan.user_message_id
         message = Message.objects.create(
             conversation_id=plan.conversation_pk,
+            parent_id=plan.parent_id,
             role=Message.Role.USER,
             content=plan.user_content,
             model=plan.model,
             attachments=plan.attachments,
         )
+        Conversation.objects.filter(pk=plan.conversation_pk).update(current_leaf=message)
     plan.saved = True
+    plan.user_message_id = message.pk
     return message.pk
 
 
 RELEASED: dict[str, Any] = {"generating_since": None, "generating_process": None}
+
+
+def _resume_reply(plan: GenerationPlan, process: UUID | None) -> None:
+    """A continued reply streams again, and its branch is the one shown."""
+    assert plan.continue_from is not None
+    with transaction.atomic():
+        Message.objects.filter(pk=plan.continue_from).update(
+            status=Message.Status.STREAMING,
+            process=process,
+            error_code="",
+            error="",
+            done_reason="",
+            completed_at=None,
+            context=plan.context,
+            updated_at=timezone.now(),
+        )
+        Conversation.objects.filter(pk=plan.conversation_pk).update(
+            current_leaf_id=plan.continue_from
+        )
+
+
+def _release_claim(plan: GenerationPlan) -> None:
+    Conversation.objects.filter(pk=plan.conversation_pk).update(**RELEASED)
 
 
 def _create_reply(
@@ -591,15 +760,20 @@ def _create_reply(
 
 
 def _new_reply(plan: GenerationPlan, status: str, **fields: Any) -> int:
-    return Message.objects.create(
+    """The reply, answering the user message, becomes the conversation's current leaf."""
+    reply = Message.objects.create(
         conversation_id=plan.conversation_pk,
+        parent_id=plan.user_message_id,
         role=Message.Role.ASSISTANT,
         status=status,
         model=plan.model,
         options=plan.ollama_options,
         ollama_host=plan.host,
+        context=plan.context,
         **fields,
-    ).pk
+    )
+    Conversation.objects.filter(pk=plan.conversation_pk).update(current_leaf=reply)
+    return reply.pk
 
 
 async def _fail(plan: GenerationPlan, reply: _Reply | None, error: AppError) -> Failed:
@@ -610,6 +784,8 @@ async def _fail(plan: GenerationPlan, reply: _Reply | None, error: AppError) -> 
     try:
         if reply is not None:
             await asyncio.shield(reply.finish(Message.Status.FAILED, **fields))
+        elif plan.saved and plan.continue_from is not None:
+            await database.run(_release_claim, plan)  # the reply was never resumed: unchanged
         elif plan.saved:
             message_id = await database.run(
                 _create_reply, plan, Message.Status.FAILED, completed=True, **fields
@@ -617,6 +793,25 @@ async def _fail(plan: GenerationPlan, reply: _Reply | None, error: AppError) -> 
     except Exception:  # the database is down too: the client still hears why
         logger.warning("could not save a failed reply", exc_info=True)
     return Failed(error, message_id=message_id, content=reply.content if reply else "")
+
+
+def _whole_reply_timings(prior: Timings | None, latest: Timings | None) -> Timings | None:
+    """A continued reply's figures cover all of it: generated tokens and durations add up;
+    the prompt is the latest request's."""
+    if prior is None or latest is None:
+        return latest or prior
+
+    def add(a: int | None, b: int | None) -> int | None:
+        return None if a is None and b is None else (a or 0) + (b or 0)
+
+    return Timings(
+        total_duration=add(prior.total_duration, latest.total_duration),
+        load_duration=add(prior.load_duration, latest.load_duration),
+        prompt_eval_count=latest.prompt_eval_count,
+        prompt_eval_duration=latest.prompt_eval_duration,
+        eval_count=add(prior.eval_count, latest.eval_count),
+        eval_duration=add(prior.eval_duration, latest.eval_duration),
+    )
 
 
 def _timing_fields(timings: Timings | None) -> dict[str, Any]:
@@ -643,6 +838,7 @@ def build_metrics(
     in_flight_at_start: int | None,
     model: str,
     resources: dict[str, Any] | None,
+    context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The figures of a reply, as the REST reply, the SSE metrics event and chat.done carry."""
     metrics: dict[str, Any] = (timings or Timings()).as_dict()
@@ -652,6 +848,7 @@ def build_metrics(
         time_to_first_token_seconds=time_to_first_token,
         queue_wait_seconds=queue_wait,
         in_flight_at_start=in_flight_at_start,
+        context=context,
     )
     metrics.update(
         resources
@@ -684,6 +881,7 @@ def message_metrics(message: Message) -> dict[str, Any]:
         in_flight_at_start=message.in_flight_at_start,
         model=message.model,
         resources=message.resources,
+        context=message.context,
     )
 
 

@@ -24,7 +24,10 @@ application = ProtocolTypeRouter(
 )
 
 if "twisted.internet.reactor" in sys.modules:
-    # Served by Daphne: beat, and drain generations on SIGTERM (see chat/lifecycle.py).
+    # Served by Daphne: beat, and drain generations on SIGTERM (see chat/lifecycle.py);
+    # no form parsing by Twisted and a request body limit (see config/daphne_http.py).
     from chat import lifecycle
+    from config import daphne_http
 
     lifecycle.install_daphne_hooks()
+    daphne_http.install()

@@ -288,6 +288,9 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": True,
     "SIGNING_KEY": env.str("JWT_SIGNING_KEY") or SECRET_KEY,
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Tokens carry a digest of the password hash they were issued under: a password change
+    # refuses them everywhere (accounts.tokens; its refresh tokens are blacklisted as well).
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 REST_FRAMEWORK = {
@@ -296,13 +299,19 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON with a depth and an integer-size limit (core.safejson): 400 parse_error, not a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "config.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {
         "login_ip": LOGIN_RATE_PER_IP,
         "login_account": LOGIN_RATE_PER_ACCOUNT,
@@ -396,12 +405,27 @@ OLLAMA_URLS = [_url.rstrip("/") for _url in OLLAMA_URLS]
 OLLAMA_DEFAULT_MODEL = env.str("OLLAMA_DEFAULT_MODEL", "")
 OLLAMA_CONNECT_TIMEOUT = env.float("OLLAMA_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 OLLAMA_READ_TIMEOUT = env.float("OLLAMA_READ_TIMEOUT", 300.0, minimum=1.0)
+# Tokens: the context window of a chat that sets no num_ctx; mirror the Ollama server's own
+# OLLAMA_CONTEXT_LENGTH (4096 by default). A model's shorter context length still wins.
+OLLAMA_CONTEXT_LENGTH = env.int("OLLAMA_CONTEXT_LENGTH", 4096, minimum=256)
 # The gate: generations in flight per Ollama host, and how many may wait behind them.
 OLLAMA_MAX_CONCURRENCY = env.int("OLLAMA_MAX_CONCURRENCY", 1, minimum=1)
 OLLAMA_MAX_QUEUE = env.int("OLLAMA_MAX_QUEUE", 32, minimum=0)
 OLLAMA_GATE_LEASE_SECONDS = env.float("OLLAMA_GATE_LEASE_SECONDS", 30.0, minimum=1.0)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1)
-CHAT_CONTEXT_EXCHANGES = env.int("CHAT_CONTEXT_EXCHANGES", 5, minimum=0)
+# The /ollama/ proxy: all of a request's messages (or prompt, system and suffix) together.
+OLLAMA_PROXY_MAX_CHARS = env.int(
+    "OLLAMA_PROXY_MAX_CHARS", 8 * CHAT_MAX_MESSAGE_CHARS, minimum=CHAT_MAX_MESSAGE_CHARS
+)
+# Seconds: the longest keep_alive a user may ask of Ollama (longer, negative = forever, and
+# under a minute, 0 = unload, are for staff only).
+OLLAMA_KEEP_ALIVE_MAX = env.int("OLLAMA_KEEP_ALIVE_MAX", 3600, minimum=60)
+# Unset: as many past exchanges as fit the model's context window; set: a server-wide cap.
+CHAT_CONTEXT_EXCHANGES: int | None = (
+    env.int("CHAT_CONTEXT_EXCHANGES", 0, minimum=0)
+    if env.raw("CHAT_CONTEXT_EXCHANGES") is not None
+    else None
+)
 CHAT_FLUSH_INTERVAL = env.float("CHAT_FLUSH_INTERVAL", 0.5, minimum=0.05)
 CHAT_STALE_STREAMING_SECONDS = env.int("CHAT_STALE_STREAMING_SECONDS", 900, minimum=60)
 # Each web process beats every this many seconds; one silent for three beats is dead and its
@@ -431,6 +455,16 @@ UPLOAD_QUOTA_BYTES = env.int("UPLOAD_QUOTA_BYTES", 500 * 1024 * 1024, minimum=1)
 UPLOAD_RATE = env.rate("UPLOAD_RATE", "30/min")
 # Characters of an attached document's text put into a chat's context.
 ATTACHMENT_MAX_CHARS = env.int("ATTACHMENT_MAX_CHARS", 20_000, minimum=1)
+# A PDF's text is read once, on first use, by a child process with these limits (a hostile
+# PDF of a few KB can burn minutes of CPU); hitting one makes it `attachment_unreadable`.
+UPLOAD_EXTRACT_CPU_SECONDS = env.int("UPLOAD_EXTRACT_CPU_SECONDS", 10, minimum=1, maximum=3600)
+UPLOAD_EXTRACT_WALL_SECONDS = env.float(
+    "UPLOAD_EXTRACT_WALL_SECONDS", 30.0, minimum=1.0, maximum=3600.0
+)
+UPLOAD_EXTRACT_MEMORY_MB = env.int("UPLOAD_EXTRACT_MEMORY_MB", 512, minimum=128, maximum=65536)
+UPLOAD_EXTRACT_MAX_PAGES = env.int("UPLOAD_EXTRACT_MAX_PAGES", 200, minimum=1)
+# Children parsing PDFs at once per web process (the others wait their turn).
+UPLOAD_EXTRACT_CONCURRENCY = env.int("UPLOAD_EXTRACT_CONCURRENCY", 2, minimum=1)
 # Uploads inside a static folder would be served by WhiteNoise, bypassing owner checks and the
 # download view's headers.
 for _static_dir in [STATIC_ROOT, *STATICFILES_DIRS]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,6 +33,12 @@ def _describe_seconds(seconds: float) -> str:
     return f"{int(seconds)} s"
 
 
+#: The dates a window may name: no sample or reply predates the epoch, and the arithmetic on
+#: a window (an hour before `until`, buckets) must stay inside Python's datetime range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 class QueryDateTimeField(serializers.DateTimeField):
     # An unencoded "+00:00" in a query string arrives as " 00:00"; put the plus back rather
     # than answer a puzzling format error.
@@ -41,7 +47,12 @@ class QueryDateTimeField(serializers.DateTimeField):
     def to_internal_value(self, value):
         if isinstance(value, str):
             value = self._lost_plus.sub(r"+\1", value.strip())
-        return super().to_internal_value(value)
+        moment = super().to_internal_value(value)
+        if not EARLIEST <= moment < LATEST:
+            raise serializers.ValidationError(
+                f"Give a date from {EARLIEST:%Y-%m-%d} to {LATEST - timedelta(days=1):%Y-%m-%d}."
+            )
+        return moment
 
 
 class WindowInput(serializers.Serializer):

@@ -93,10 +93,26 @@ def _remove_invisible(name: str) -> str:
     return "".join(ch for ch in name if unicodedata.category(ch) not in _REMOVED_CATEGORIES)
 
 
+def _is_separator(ch: str) -> bool:
+    """``/``, ``\\``, or a character that NFKC turns into text holding one: the fullwidth
+    solidus and reverse solidus (U+FF0F, U+FF3C), the small reverse solidus (U+FE68), the
+    account-of and care-of signs (U+2100 ``a/c``, U+2105 ``c/o``)..."""
+    if ch.isascii():
+        return ch in "/\\"
+    return bool(_SEPARATORS.search(unicodedata.normalize("NFKC", ch)))
+
+
 def _last_component(name: str) -> str:
-    """The last path component that is not empty, ``.``, ``..`` or only dots/spaces."""
-    for part in reversed(_SEPARATORS.split(name)):
-        if part.strip(" ."):
+    """The last path component that is not empty, ``.``, ``..`` or only dots/spaces.
+
+    Separators and dots are recognised as NFKC reads them (fullwidth ``../../x``, U+FF0E and
+    U+FF0F, is ``x``), so a later layer that normalises the name cannot find a directory in it.
+    A character never combines with its neighbours into ``/``, ``\\`` or ``.`` under NFKC
+    (none of them is a composite), so looking at each character alone is enough.
+    """
+    unified = "".join("/" if _is_separator(ch) else ch for ch in name)
+    for part in reversed(_SEPARATORS.split(unified)):
+        if unicodedata.normalize("NFKC", part).strip(" ."):
             return part
     return ""
 
@@ -210,7 +226,8 @@ def safe_join(root: Path, name: str) -> Path:
 DISPOSITIONS = frozenset({"attachment", "inline"})
 MAX_DISPLAY_NAME_LENGTH = 200
 DEFAULT_DOWNLOAD_NAME = "download"
-_FALLBACK_UNSAFE_RUN = re.compile(r'[^\x20-\x7e]+|["\\%]+')
+# `/` cannot come from a display name (its directories are dropped first); refused anyway.
+_FALLBACK_UNSAFE_RUN = re.compile(r'[^\x20-\x7e]+|["\\%/]+')
 
 
 def _display_name(original_name: str) -> str:
@@ -226,7 +243,11 @@ def _display_name(original_name: str) -> str:
 
 
 def _ascii_fallback(display: str) -> str:
-    text = _FALLBACK_UNSAFE_RUN.sub("_", _ascii_fold(display)).strip()
+    """The quoted ``filename``: ``display`` read as NFKC (fullwidth letters are ASCII ones),
+    accents dropped, everything else outside printable ASCII, ``"``, ``\\``, ``%`` and ``/``
+    replaced."""
+    text = _ascii_fold(unicodedata.normalize("NFKC", display))
+    text = _FALLBACK_UNSAFE_RUN.sub("_", text).strip()
     stem, ext = _split_extension(text)
     return text if _ALNUM.search(stem) else DEFAULT_DOWNLOAD_NAME + ext
 

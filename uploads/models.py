@@ -16,12 +16,23 @@ class Upload(models.Model):
     Rows are created only by ``uploads.services.store_upload`` once the file is complete on
     disk; deleting a row (directly, in bulk or by a cascade from its owner) removes the file
     after the transaction commits (see ``uploads.signals``).
+
+    The ``text_*`` fields cache the text a chat gets from the file (``services.upload_text``),
+    extracted once, on first use: the text, or why there is none. ``running`` is a lease
+    taken by the process extracting it (since ``text_started``), so that other processes
+    wait for its outcome instead of parsing the file again.
     """
 
     class Kind(models.TextChoices):
         TEXT = "text", "Text"
         PDF = "pdf", "PDF"
         IMAGE = "image", "Image"
+
+    class TextState(models.TextChoices):
+        PENDING = "pending", "Not extracted yet"
+        RUNNING = "running", "Being extracted"
+        READY = "ready", "Extracted"
+        FAILED = "failed", "Unreadable"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -38,6 +49,20 @@ class Upload(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     sha256 = models.CharField("SHA-256", max_length=64, editable=False)
     created = models.DateTimeField(default=timezone.now, editable=False)
+
+    text_state = models.CharField(
+        max_length=10, choices=TextState.choices, default=TextState.PENDING, editable=False
+    )
+    #: At most ``ATTACHMENT_MAX_CHARS`` (as it was when extracted) characters.
+    text = models.TextField(blank=True, editable=False)
+    text_truncated = models.BooleanField(default=False, editable=False)
+    #: Why there is no text: a stable code (``cpu_limit``, ``no_text``, ``pdf_encrypted``...).
+    text_error = models.CharField(max_length=32, blank=True, editable=False)
+    text_error_detail = models.CharField(max_length=500, blank=True, editable=False)
+    #: When the extraction running now began (the lease).
+    text_started = models.DateTimeField(null=True, blank=True, editable=False)
+    #: When the outcome was cached.
+    text_extracted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -67,6 +92,10 @@ class Upload(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(kind__in=["text", "pdf", "image"]), name="uploads_upload_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(text_state__in=["pending", "running", "ready", "failed"]),
+                name="uploads_upload_text_state_valid",
             ),
         ]
 

@@ -8,12 +8,11 @@ For the chat (attachments):
 * ``get_user_uploads(user, ids)`` -> the uploads in the order given, or ``UploadsNotFound``
   naming every id that is not one of the user's uploads;
 * ``open_upload`` / ``read_upload_bytes`` -> the stored bytes (images for vision models);
-* ``upload_file_type`` -> the ``FileType`` (kind, encoding...) detected from the stored file;
-* ``extract_upload_text`` -> ``ExtractedText`` capped at ``ATTACHMENT_MAX_CHARS``, or
-  ``ExtractionError`` (code ``not_text`` for images, ``pdf_encrypted``...).
+* ``upload_file_type`` -> the ``FileType`` (kind, encoding...) detected from the stored file.
 
-These are blocking (database, file system, pypdf): from async code, call them through
-``asgiref.sync.sync_to_async`` (a thread), never directly in the event loop.
+The text of a document is ``services.upload_text`` (async: extracted once, a PDF in a child
+process with limits, then cached on the row). These are blocking (database, file system):
+from async code, call them in a thread, never directly in the event loop.
 """
 
 from __future__ import annotations
@@ -22,17 +21,14 @@ import uuid
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from django.conf import settings
 from django.db.models import QuerySet
 
 from uploads import storage
-from uploads.extract import ExtractedText, extract_text
 from uploads.filetypes import HEAD_SIZE, FileType, detect
 from uploads.models import Upload
 
 __all__ = [
     "UploadsNotFound",
-    "extract_upload_text",
     "get_upload",
     "get_user_uploads",
     "open_upload",
@@ -51,8 +47,8 @@ class UploadsNotFound(LookupError):
 
 
 def uploads_for(user) -> QuerySet[Upload]:
-    """The user's uploads, newest first."""
-    return Upload.objects.filter(owner=user).order_by("-created", "-id")
+    """The user's uploads, newest first (without their cached text, read only when needed)."""
+    return Upload.objects.filter(owner=user).order_by("-created", "-id").defer("text")
 
 
 def get_upload(user, upload_id) -> Upload:
@@ -105,19 +101,6 @@ def upload_file_type(upload: Upload) -> FileType:
     with open_upload(upload) as fh:
         head = fh.read(HEAD_SIZE)
     return detect(head, upload.stored_name)
-
-
-def extract_upload_text(upload: Upload, *, max_chars: int | None = None) -> ExtractedText:
-    """The upload's text for a chat's context, at most ``ATTACHMENT_MAX_CHARS`` characters.
-
-    Raises ``uploads.extract.ExtractionError`` (``not_text`` for an image, ``pdf_encrypted``,
-    ``pdf_invalid``, ``invalid_encoding``). pypdf can be slow on hostile PDFs: run it in a
-    worker thread with a time limit.
-    """
-    limit = settings.ATTACHMENT_MAX_CHARS if max_chars is None else max_chars
-    return extract_text(
-        storage.path_of(upload.stored_name), upload_file_type(upload), max_chars=limit
-    )
 
 
 def _as_uuid(value) -> uuid.UUID | None:

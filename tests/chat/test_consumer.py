@@ -499,3 +499,187 @@ async def test_a_second_send_to_a_busy_conversation_is_refused(alice, ollama):
     ollama.release(held)
     assert (await frames_until_end(communicator))[-1]["type"] == "chat.done"
     await communicator.disconnect()
+
+
+# ------------------------------------------------------------------ sessions that end
+# A password change, a deactivation or a logout ends the sessions it concerns: their open
+# sockets are told (a per-user group) and closed with 4401, and every action frame checks again.
+
+NEW_PASSWORD = "a brand new passphrase 42"
+
+
+async def logged_in(user):
+    """A browser of `user`: a test client with a session, and that session's cookie header."""
+    from django.test import Client
+
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    return client, (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+async def session_ended(communicator, **about) -> None:
+    frame = await communicator.receive_json_from()
+    assert frame == {
+        "type": "chat.error",
+        "code": "session_ended",
+        "detail": frame["detail"],
+        **about,
+    }
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
+async def pongs(communicator) -> bool:
+    await communicator.send_json_to({"type": "ping"})
+    return (await communicator.receive_json_from()) == {"type": "pong"}
+
+
+async def change_password(user, old="pw-1234567890", new=NEW_PASSWORD) -> None:
+    client, _ = await logged_in(user)
+    response = await sync_to_async(client.post)(
+        "/accounts/password/", {"old_password": old, "new_password1": new, "new_password2": new}
+    )
+    assert response.status_code == 302
+
+
+async def test_a_password_change_closes_the_open_sockets(alice, bob):
+    by_token = await connect(alice)
+    _, cookie = await logged_in(alice)
+    by_session = await connect(headers=[cookie])
+    by_frame = await connect()
+    old_token = token_for(alice)
+    await by_frame.send_json_to({"type": "auth", "token": old_token})
+    assert (await by_frame.receive_json_from())["type"] == "auth.ok"
+    someone_else = await connect(bob)
+    for socket in (by_token, by_session, by_frame, someone_else):
+        assert await pongs(socket)
+
+    await change_password(alice)
+
+    for socket in (by_token, by_session, by_frame):
+        await session_ended(socket)
+    assert await pongs(someone_else)
+    await someone_else.disconnect()
+
+
+async def test_after_a_password_change_the_old_access_token_opens_no_socket(alice):
+    old_token = token_for(alice)
+    await change_password(alice)
+
+    # In the header: accepted, then closed at once.
+    assert await closed_at_once([(b"authorization", f"Bearer {old_token}".encode())]) == 4401
+    # In the first frame.
+    communicator = await connect()
+    await communicator.send_json_to({"type": "auth", "token": old_token})
+    assert (await communicator.receive_output())["code"] == 4401
+
+    # A new login works.
+    client = APIClient()
+    response = await sync_to_async(client.post)(
+        "/api/auth/token/", {"email": alice.email, "password": NEW_PASSWORD}, format="json"
+    )
+    assert response.status_code == 200
+    fresh = await connect(alice, token=response.json()["access"])
+    assert await pongs(fresh)
+    await fresh.disconnect()
+
+
+async def test_a_logout_closes_the_sockets_of_that_session_only(alice, ollama):
+    first_browser, first_cookie = await logged_in(alice)
+    _, second_cookie = await logged_in(alice)
+    first = await connect(headers=[first_cookie])
+    second = await connect(headers=[second_cookie])
+    by_token = await connect(alice)
+
+    response = await sync_to_async(first_browser.post)("/accounts/logout/")
+    assert response.status_code == 302
+
+    await session_ended(first)
+    assert await pongs(by_token)
+    # The other session still acts (its action frames pass the check).
+    ollama.script(tokens=["fine"])
+    await second.send_json_to({"type": "chat.send", "message": "Hi"})
+    assert (await frames_until_end(second))[-1]["type"] == "chat.done"
+    await second.disconnect()
+    await by_token.disconnect()
+
+
+async def test_a_deactivation_closes_the_open_sockets(alice):
+    by_token = await connect(alice)
+    _, cookie = await logged_in(alice)
+    by_session = await connect(headers=[cookie])
+
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+
+    await session_ended(by_token)
+    await session_ended(by_session)
+
+
+async def test_a_send_after_an_unannounced_deactivation_is_refused(alice, ollama):
+    # No notice reaches the socket (a bulk update sends none): the send itself checks.
+    from accounts.models import User
+
+    communicator = await connect(alice)
+    assert await pongs(communicator)
+    await User.objects.filter(pk=alice.pk).aupdate(is_active=False)
+
+    await communicator.send_json_to({"type": "chat.send", "message": "Hi"})
+    await session_ended(communicator)
+    assert not ollama.requests_to("/api/chat")
+    assert not await Conversation.objects.filter(owner=alice).aexists()
+
+
+async def test_a_send_on_a_session_that_ended_unannounced_is_refused(alice, ollama):
+    from django.contrib.sessions.models import Session
+
+    _, cookie = await logged_in(alice)
+    communicator = await connect(headers=[cookie])
+    assert await pongs(communicator)
+    await Session.objects.all().adelete()  # expired, or cleared by `clearsessions`
+
+    conversation = await Conversation.objects.acreate(owner=alice)
+    await communicator.send_json_to(
+        {"type": "chat.subscribe", "conversation": str(conversation.pk)}
+    )
+    await session_ended(communicator, conversation=str(conversation.pk))
+    assert not ollama.requests_to("/api/chat")
+
+
+@pytest.fixture
+async def redis_layer(settings):
+    """The channel layer of the full stack (REDIS_URL): channels-redis on the real Redis."""
+    import os
+    import uuid
+
+    from channels.layers import get_channel_layer
+
+    url = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "config.channel_layers.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": url, **settings.REDIS_POOL_OPTIONS}],
+                "prefix": f"test-{uuid.uuid4().hex[:8]}",
+            },
+        }
+    }
+    layer = get_channel_layer()
+    yield layer
+    await layer.flush()
+
+
+@pytest.mark.redis
+async def test_a_password_change_closes_the_open_sockets_over_redis(alice, redis_layer):
+    from config.channel_layers import RedisChannelLayer
+
+    assert isinstance(redis_layer, RedisChannelLayer)
+    communicator = await connect(alice)
+    _, cookie = await logged_in(alice)
+    by_session = await connect(headers=[cookie])
+    assert await pongs(communicator)
+    assert await pongs(by_session)
+
+    await change_password(alice)
+
+    await session_ended(communicator)
+    await session_ended(by_session)

@@ -73,10 +73,23 @@ def test_search_by_title(auth_client, user):
     assert titles == ["Holiday plans"]
 
 
+def chain(conversation, *messages: dict) -> list[Message]:
+    """Messages one after the other (each the parent of the next), the last one shown."""
+    made: list[Message] = []
+    for fields in messages:
+        parent = made[-1] if made else None
+        made.append(Message.objects.create(conversation=conversation, parent=parent, **fields))
+    Conversation.objects.filter(pk=conversation.pk).update(current_leaf=made[-1])
+    return made
+
+
 def test_messages_clear_and_delete(auth_client, user):
     conversation = Conversation.objects.create(owner=user)
-    Message.objects.create(conversation=conversation, role="user", content="q")
-    Message.objects.create(conversation=conversation, role="assistant", content="a", eval_count=3)
+    chain(
+        conversation,
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a", "eval_count": 3},
+    )
     messages = auth_client.get(f"{detail(conversation.pk)}messages/").json()["results"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["metrics"] is None
@@ -90,8 +103,7 @@ def test_messages_clear_and_delete(auth_client, user):
 
 def test_latest_messages_newest_first(auth_client, user):
     conversation = Conversation.objects.create(owner=user)
-    for n in range(7):
-        Message.objects.create(conversation=conversation, role="user", content=f"m{n}")
+    chain(conversation, *({"role": "user", "content": f"m{n}"} for n in range(7)))
     url = f"{detail(conversation.pk)}messages/"
     latest = auth_client.get(url, {"ordering": "-id", "page_size": 3}).json()
     assert [m["content"] for m in latest["results"]] == ["m6", "m5", "m4"]
@@ -103,10 +115,11 @@ def test_latest_messages_newest_first(auth_client, user):
     assert [m["content"] for m in ignored["results"]] == ["m0", "m1", "m2"]
 
 
-def test_a_reply_still_streaming_survives_clear(auth_client, user):
+def test_a_reply_still_streaming_refuses_clear(auth_client, user):
     conversation = Conversation.objects.create(owner=user)
     Message.objects.create(conversation=conversation, role="assistant", status="streaming")
-    auth_client.post(f"{detail(conversation.pk)}clear/")
+    response = auth_client.post(f"{detail(conversation.pk)}clear/")
+    assert (response.status_code, response.json()["code"]) == (409, "generation_running")
     assert conversation.messages.count() == 1
 
 

@@ -133,3 +133,79 @@ def test_the_least_busy_host_gets_the_chat(ollama, settings, user):
 
         assert asyncio.run(scenario()) == second.url
         assert asyncio.run(hosts.pick_host("llava:7b")) == ollama.url
+
+
+# --------------------------------------------------------------------------- keep_alive
+
+
+def load(client, model: str = "llama3.2:3b", **fields):
+    return client.post("/api/models/load/", {"model": model, **fields}, format="json")
+
+
+@pytest.mark.parametrize("keep_alive", ["10m", "1h", 60, 3600, "1h0m0s"])
+def test_users_choose_a_keep_alive_within_the_bounds(auth_client, ollama, keep_alive):
+    response = load(auth_client, keep_alive=keep_alive)
+    assert response.status_code == 200, response.content
+    # Ollama gets the value as the client wrote it (a number stays a number)
+    assert ollama.last_request("/api/generate").json["keep_alive"] == keep_alive
+    assert "llama3.2:3b" in ollama.loaded_models
+
+
+@pytest.mark.parametrize(
+    ("keep_alive", "what"),
+    [
+        ("0", "unload"),
+        (0, "unload"),
+        ("30s", "unload"),
+        (-1, "longer than 1h"),
+        ("-1m", "longer than 1h"),
+        ("999h", "longer than 1h"),
+        (86400, "longer than 1h"),
+    ],
+)
+def test_unloading_or_pinning_a_model_is_for_staff(
+    auth_client, staff_client, ollama, keep_alive, what
+):
+    assert load(staff_client, "qwen2.5:0.5b").status_code == 200  # someone's model is loaded
+    before = len(ollama.requests_to("/api/generate"))
+
+    response = load(auth_client, "qwen2.5:0.5b", keep_alive=keep_alive)
+    assert response.status_code == 403, response.content
+    body = response.json()
+    assert body["code"] == "keep_alive_forbidden"
+    assert "Only staff" in body["detail"] and what in body["detail"]
+    assert (body["keep_alive_min"], body["keep_alive_max"]) == (60, 3600)
+    # nothing reached Ollama: the model stays loaded for everyone
+    assert len(ollama.requests_to("/api/generate")) == before
+    assert "qwen2.5:0.5b" in ollama.loaded_models
+
+    # staff may
+    assert load(staff_client, "qwen2.5:0.5b", keep_alive=keep_alive).status_code == 200
+    assert ollama.last_request("/api/generate").json["keep_alive"] == keep_alive
+
+
+def test_staff_unload_a_model(staff_client, ollama):
+    load(staff_client, "qwen2.5:0.5b")
+    assert "qwen2.5:0.5b" in ollama.loaded_models
+    assert load(staff_client, "qwen2.5:0.5b", keep_alive=0).status_code == 200
+    assert "qwen2.5:0.5b" not in ollama.loaded_models
+
+
+def test_the_maximum_is_a_setting(auth_client, ollama, settings):
+    settings.OLLAMA_KEEP_ALIVE_MAX = 7200
+    assert load(auth_client, keep_alive="2h").status_code == 200
+    response = load(auth_client, keep_alive="2h1s")
+    assert response.status_code == 403
+    assert "longer than 2h" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("keep_alive", ["forever", "300", "-1", "5 minutes", True, [1], None])
+def test_a_keep_alive_ollama_would_refuse_is_a_400(auth_client, ollama, keep_alive):
+    before = len(ollama.requests)
+    response = load(auth_client, keep_alive=keep_alive)
+    assert response.status_code == 400, response.content
+    body = response.json()
+    expected = "invalid_input" if keep_alive is None else "invalid_keep_alive"  # null: DRF's
+    assert body["code"] == expected
+    assert body["detail"].startswith("keep_alive: ")
+    assert len(ollama.requests) == before

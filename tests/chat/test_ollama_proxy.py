@@ -133,3 +133,211 @@ def test_thinking_and_tool_calls_are_relayed(client, ollama_double):
     assert "".join(p.message.thinking or "" for p in parts) == "Hmm."
     assert any(p.message.tool_calls for p in parts)
     assert "".join(p.message.content for p in parts) == "Sunny."
+
+
+# --------------------------------------------------------------------------- the same rules
+#
+# The proxy holds Ollama's clients to the rules of every transport: the options' bounds (under
+# Ollama's names), no server resource options, the message length, and keep_alive.
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def refused(call) -> ollama.ResponseError:
+    with pytest.raises(ollama.ResponseError) as caught:
+        call()
+    return caught.value
+
+
+def test_valid_ollama_options_pass_through_unchanged(client, ollama_double):
+    options = {
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "top_k": 40,
+        "num_ctx": 4096,
+        "num_predict": 128,
+        "seed": 7,
+        "stop": ["\n\n", "User:"],
+        "repeat_penalty": 1.1,
+        "repeat_last_n": 64,
+        "min_p": 0.05,
+        "typical_p": 1.0,
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.5,
+        "mirostat": 0,
+        "mirostat_tau": 5.0,
+        "mirostat_eta": 0.1,
+        "num_keep": 4,
+    }
+    client.chat(model="llama3.2:3b", messages=HELLO, options=options, keep_alive="10m")
+    sent = ollama_double.last_request("/api/chat").json
+    assert sent["options"] == options
+    assert sent["keep_alive"] == "10m"
+    client.generate(model="llama3.2:3b", prompt="x", options=options, keep_alive=600)
+    sent = ollama_double.last_request("/api/generate").json
+    assert sent["options"] == options
+    assert sent["keep_alive"] == 600
+
+
+@pytest.mark.parametrize(
+    ("options", "fragments"),
+    [
+        # the finding's figures
+        ({"num_ctx": 10_000_000}, ["num_ctx", "between 128 and 1048576"]),
+        ({"temperature": 50}, ["temperature", "between 0 and 2"]),
+        ({"num_predict": 10**9}, ["num_predict", "between 1 and 131072"]),
+        ({"top_p": 2}, ["top_p", "between 0 and 1"]),
+        ({"stop": ["x"] * 50}, ["stop", "at most 8"]),
+        ({"num_gpu": 999}, ["num_gpu", "server resource setting", "operator"]),
+        ({"num_thread": 512}, ["num_thread", "server resource setting"]),
+        ({"main_gpu": 1, "low_vram": True}, ["main_gpu", "low_vram"]),
+        ({"use_mmap": False}, ["use_mmap", "server resource setting"]),
+        ({"numa": True}, ["numa", "server resource setting"]),
+        ({"num_batch": 4096}, ["num_batch", "server resource setting"]),
+        ({"max_tokens": 5}, ["max_tokens", "unknown option"]),  # REST's name, not Ollama's
+    ],
+)
+def test_options_out_of_bounds_or_the_servers_are_refused(
+    client, ollama_double, user, options, fragments
+):
+    for call in (
+        lambda: client.chat(model="llama3.2:3b", messages=HELLO, options=options),
+        lambda: client.generate(model="llama3.2:3b", prompt="x", options=options),
+    ):
+        error = refused(call)
+        assert error.status_code == 400
+        assert error.error.startswith("invalid options: ")
+        for fragment in fragments:
+            assert fragment in error.error
+    assert not ollama_double.generations  # nothing reached Ollama
+    assert not Conversation.objects.filter(owner=user).exists()  # nor was anything saved
+
+
+def test_a_message_is_held_to_chat_max_message_chars(client, daphne, ollama_double, user, settings):
+    limit = settings.CHAT_MAX_MESSAGE_CHARS  # the Daphne process runs on the same default
+    too_long = "x" * (limit + 1)
+    error = refused(
+        lambda: client.chat(model="llama3.2:3b", messages=[{"role": "user", "content": too_long}])
+    )
+    assert error.status_code == 400
+    assert error.error == f"messages[0] (user) has {limit + 1} characters; the limit is {limit}."
+    history = [
+        {"role": "system", "content": too_long},
+        {"role": "user", "content": "hi"},
+    ]
+    error = refused(lambda: client.chat(model="llama3.2:3b", messages=history))
+    assert "messages[0] (system)" in error.error
+    for fields in ({"prompt": too_long}, {"prompt": "x", "system": too_long}):
+        error = refused(lambda fields=fields: client.generate(model="llama3.2:3b", **fields))
+        assert error.status_code == 400
+        assert f"has {limit + 1} characters" in error.error
+    assert not ollama_double.generations
+    assert not Message.objects.filter(conversation__owner=user).exists()
+
+    # the finding's 2,000,000 characters
+    response = httpx.post(
+        f"{daphne.url}/ollama/api/chat",
+        json={"model": "llama3.2:3b", "messages": [{"role": "user", "content": "y" * 2_000_000}]},
+        headers=bearer(user),
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": f"messages[0] (user) has 2000000 characters; the limit is {limit}."
+    }
+    assert not Message.objects.filter(conversation__owner=user).exists()
+
+
+def test_assistant_history_may_be_longer_but_the_whole_is_bounded(
+    client, ollama_double, user, settings
+):
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    total_limit = settings.OLLAMA_PROXY_MAX_CHARS
+    long_reply = {"role": "assistant", "content": "a" * (limit + 1)}  # a past reply, replayed
+    client.chat(model="llama3.2:3b", messages=[*HELLO, long_reply, *HELLO])
+    assert len(ollama_double.last_request("/api/chat").json["messages"]) == 3
+
+    history = [{"role": "user", "content": "u" * limit}] * (total_limit // limit + 1)
+    error = refused(lambda: client.chat(model="llama3.2:3b", messages=history))
+    assert error.status_code == 400
+    assert f"the limit is {total_limit}" in error.error
+    assert len(ollama_double.generations) == 1
+
+
+@pytest.fixture
+def staff_client(daphne, make_user):
+    staff = make_user("root@example.com", is_staff=True)
+    return ollama.Client(host=f"{daphne.url}/ollama", headers=bearer(staff))
+
+
+@pytest.mark.parametrize(
+    ("keep_alive", "what"),
+    [(0, "unload"), ("0", "unload"), ("10s", "unload"), (-1, "longer than 1h"),
+     ("-1m", "longer than 1h"), ("999h", "longer than 1h")],
+)  # fmt: skip
+def test_unloading_or_pinning_through_the_proxy_is_for_staff(
+    client, staff_client, ollama_double, keep_alive, what
+):
+    for call in (
+        lambda: client.chat(model="llama3.2:3b", messages=HELLO, keep_alive=keep_alive),
+        lambda: client.generate(model="llama3.2:3b", prompt="x", keep_alive=keep_alive),
+    ):
+        error = refused(call)
+        assert error.status_code == 403
+        assert error.error.startswith("Only staff can") and what in error.error
+    assert not ollama_double.generations
+
+    staff_client.chat(model="llama3.2:3b", messages=HELLO, keep_alive=keep_alive)
+    assert ollama_double.last_request("/api/chat").json["keep_alive"] == keep_alive
+
+
+def test_a_keep_alive_ollama_would_refuse_is_a_400(client, ollama_double):
+    error = refused(lambda: client.chat(model="llama3.2:3b", messages=HELLO, keep_alive="forever"))
+    assert error.status_code == 400
+    assert "is not a duration" in error.error
+    assert not ollama_double.generations
+
+
+# --------------------------------------------------------------------------- malformed JSON
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('{"model": "llama3.2:3b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "deeper than"),
+        (
+            '{"model": "llama3.2:3b", "messages": [{"role": "user", "content": "x"}], '
+            '"options": {"seed": ' + "9" * 100_000 + "}}",
+            "100000 digits",
+        ),
+        ('{"model": "llama3.2:3b", "options": {"seed": ' + "9" * 5_000 + "}}", "5000 digits"),
+        ("{not json", "invalid JSON"),
+        (b"\xff\xfe{}", "invalid JSON"),
+    ],
+)
+def test_malformed_json_is_an_ollama_shaped_400(daphne, user, ollama_double, body, fragment):
+    for path in ("/ollama/api/chat", "/ollama/api/generate", "/ollama/api/show"):
+        response = httpx.post(
+            f"{daphne.url}{path}",
+            content=body,
+            headers={**bearer(user), "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert response.status_code == 400, (path, response.text)
+        (message,) = response.json().values()
+        assert list(response.json()) == ["error"]
+        assert message.startswith("invalid JSON in request body") and fragment in message
+    assert not ollama_double.generations
+
+
+def test_a_body_over_djangos_limit_is_an_ollama_shaped_413(daphne, user, ollama_double, settings):
+    content = "z" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    response = httpx.post(
+        f"{daphne.url}/ollama/api/chat",
+        json={"model": "llama3.2:3b", "messages": [{"role": "user", "content": content}]},
+        headers=bearer(user),
+        timeout=60,
+    )
+    assert response.status_code == 413
+    assert response.json() == {"error": "the request body is too large"}
+    assert not ollama_double.generations

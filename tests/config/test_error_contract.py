@@ -102,3 +102,20 @@ def test_throttled(api_client, settings, user, password):
         )
     body = assert_contract(response, 429, response.json()["code"])
     assert body["code"] in {"throttled", "rate_limited"}
+
+
+def test_a_url_under_the_api_that_matches_nothing_is_a_json_404(auth_client):
+    assert_contract(auth_client.get("/api/conversations/not-a-uuid/"), 404, "not_found")
+    assert_contract(auth_client.get("/api/no-such-thing/"), 404, "not_found")
+
+
+def test_a_url_under_the_proxy_that_matches_nothing_is_an_ollama_404(client):
+    response = client.get("/ollama/api/no-such-thing")
+    assert response.status_code == 404
+    assert response.json() == {"error": "not found"}
+
+
+def test_pages_keep_their_html_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")

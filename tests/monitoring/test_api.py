@@ -289,3 +289,45 @@ def test_bucket_edges_are_exact(auth_client):
         ("2025-03-01T12:00:00Z", 1.0),
         ("2025-03-01T12:01:00Z", 2.0),
     ]
+
+
+OUT_OF_RANGE_MESSAGE = "Give a date from 1970-01-01 to 9998-12-31."
+
+
+def assert_out_of_range(response, fields: list[str]) -> None:
+    """A 400 whose field errors are the out-of-range message on each of `fields`."""
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid_input"
+    assert body["detail"] == f"{fields[0]}: {OUT_OF_RANGE_MESSAGE}"
+    assert {key: value for key, value in body.items() if key not in ("code", "detail")} == {
+        field: [OUT_OF_RANGE_MESSAGE] for field in fields
+    }
+
+
+# The dates at the ends of Python's range: "an hour before until" overflowed (a 500).
+OUT_OF_RANGE = [
+    ({"until": "0001-01-01T00:00:00Z"}, "until"),
+    ({"until": "0001-01-01T00:59:59Z"}, "until"),
+    ({"since": "0001-01-01T00:00:00Z", "until": "0001-01-01T00:30:00Z"}, "since until"),
+    ({"since": "1969-12-31T23:00:00Z", "until": "1970-01-01T00:30:00Z"}, "since"),
+    ({"since": "9999-12-31T22:00:00Z", "until": "9999-12-31T23:59:59Z"}, "since until"),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/monitoring/series/", "/api/monitoring/summary/"])
+@pytest.mark.parametrize(("params", "field"), OUT_OF_RANGE)
+def test_dates_out_of_range_are_a_400(auth_client, path, params, field):
+    response = auth_client.get(path, params)
+    assert_out_of_range(response, field.split())
+
+
+def test_the_range_ends_are_accepted(auth_client):
+    for params in (
+        {"since": "1970-01-01T00:00:00Z", "until": "1970-01-01T01:00:00Z"},
+        {"until": "1970-01-01T01:00:00Z"},
+        {"since": "9998-12-31T00:00:00Z", "until": "9998-12-31T23:59:59Z"},
+    ):
+        for path in ("/api/monitoring/series/", "/api/monitoring/summary/"):
+            response = auth_client.get(path, params)
+            assert response.status_code == 200, (path, params, response.content)

@@ -350,3 +350,30 @@ def test_the_schema_documents_the_endpoints(auth_client):
     throughput = paths["/api/monitoring/throughput/"]["get"]
     params = {p["name"] for p in throughput["parameters"]}
     assert {"model", "since", "until", "user", "host", "resolution"} <= params
+
+
+OUT_OF_RANGE_MESSAGE = "Give a date from 1970-01-01 to 9998-12-31."
+
+
+def assert_out_of_range(response, fields: list[str]) -> None:
+    """A 400 whose field errors are the out-of-range message on each of `fields`."""
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid_input"
+    assert body["detail"] == f"{fields[0]}: {OUT_OF_RANGE_MESSAGE}"
+    assert {key: value for key, value in body.items() if key not in ("code", "detail")} == {
+        field: [OUT_OF_RANGE_MESSAGE] for field in fields
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"until": "0001-01-01T00:00:00Z"}, "until"),
+        ({"since": "0001-01-01T00:00:00Z"}, "since"),
+        ({"since": "9999-12-31T23:59:59Z"}, "since"),
+    ],
+)
+def test_dates_out_of_range_are_a_400(alice, params, field):
+    response = client_for(alice).get(URL, params)
+    assert_out_of_range(response, field.split())

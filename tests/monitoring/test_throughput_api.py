@@ -268,3 +268,30 @@ def test_validation_messages(alice, params, field, message):
     response = client_for(alice).get(URL, params)
     assert response.status_code == 400
     assert_field_error(response, field, message)
+
+
+OUT_OF_RANGE_MESSAGE = "Give a date from 1970-01-01 to 9998-12-31."
+
+
+def assert_out_of_range(response, fields: list[str]) -> None:
+    """A 400 whose field errors are the out-of-range message on each of `fields`."""
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid_input"
+    assert body["detail"] == f"{fields[0]}: {OUT_OF_RANGE_MESSAGE}"
+    assert {key: value for key, value in body.items() if key not in ("code", "detail")} == {
+        field: [OUT_OF_RANGE_MESSAGE] for field in fields
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"until": "0001-01-01T00:00:00Z"}, "until"),  # an hour before it overflowed (a 500)
+        ({"since": "0001-01-01T00:00:00Z", "until": "0001-01-01T00:30:00Z"}, "since until"),
+        ({"since": "9999-12-31T22:00:00Z", "until": "9999-12-31T23:59:59Z"}, "since until"),
+    ],
+)
+def test_dates_out_of_range_are_a_400(alice, params, field):
+    response = client_for(alice).get(URL, params)
+    assert_out_of_range(response, field.split())

@@ -12,7 +12,7 @@ import pytest
 from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
-from uploads.extract import ExtractedText, ExtractionError, extract_text
+from uploads.extract import ExtractedText, ExtractionError, extract_pdf, extract_text
 from uploads.filetypes import HEAD_SIZE, FileType, detect
 
 
@@ -144,6 +144,41 @@ def test_pdf_without_a_text_layer_gives_empty_text(tmp_path: Path) -> None:
     )
 
 
+def test_pdf_stops_at_max_pages_even_without_text(tmp_path: Path) -> None:
+    # Pages that give no text never reach max_chars: only the page cap stops them.
+    path, file_type = write(tmp_path, "blank.pdf", make_pdf([""] * 12))
+    result = extract_text(path, file_type, max_chars=100, max_pages=5)
+    assert result == ExtractedText("", True, None, pages_read=5, pages_total=12)
+
+
+def test_pdf_stopped_at_max_pages_is_truncated(tmp_path: Path) -> None:
+    path, file_type = write(tmp_path, "a.pdf", make_pdf(["one", "two", "three", "four"]))
+    result = extract_text(path, file_type, max_chars=100, max_pages=2)
+    assert result == ExtractedText("one\n\ntwo", True, None, pages_read=2, pages_total=4)
+    whole = extract_text(path, file_type, max_chars=100, max_pages=4)
+    assert whole == ExtractedText(
+        "one\n\ntwo\n\nthree\n\nfour", False, 21, pages_read=4, pages_total=4
+    )
+
+
+def test_pdf_from_an_open_file(tmp_path: Path) -> None:
+    path, _ = write(tmp_path, "a.pdf", make_pdf(["from a file object"]))
+    with path.open("rb") as fh:
+        assert extract_pdf(fh, max_chars=100, max_pages=1).text == "from a file object"
+
+
+def test_memory_errors_are_not_turned_into_pdf_errors(tmp_path: Path, monkeypatch) -> None:
+    # The sandbox reports a MemoryError as the memory limit, not as a broken PDF.
+    path, file_type = write(tmp_path, "a.pdf", make_pdf(["text"]))
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("pypdf._page.PageObject.extract_text", out_of_memory)
+    with pytest.raises(MemoryError):
+        extract_text(path, file_type, max_chars=100)
+
+
 def test_pdf_with_a_user_password_is_refused(tmp_path: Path) -> None:
     path, file_type = write(
         tmp_path, "locked.pdf", make_pdf(["top secret"], user_password="s3cret")
@@ -204,3 +239,10 @@ def test_max_chars_must_be_positive(tmp_path: Path, max_chars: int) -> None:
     path, file_type = write(tmp_path, "a.txt", b"abc")
     with pytest.raises(ValueError):
         extract_text(path, file_type, max_chars=max_chars)
+
+
+@pytest.mark.parametrize("max_pages", [0, -1])
+def test_max_pages_must_be_positive(tmp_path: Path, max_pages: int) -> None:
+    path, file_type = write(tmp_path, "a.pdf", make_pdf(["x"]))
+    with pytest.raises(ValueError):
+        extract_text(path, file_type, max_chars=10, max_pages=max_pages)

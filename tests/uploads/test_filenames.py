@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 import uuid
 from pathlib import Path
 from urllib.parse import unquote
@@ -391,3 +392,59 @@ def test_content_disposition_inline_and_invalid_disposition() -> None:
     assert content_disposition("a.png", "inline").startswith("inline; ")
     with pytest.raises(ValueError):
         content_disposition("a.png", "attachment; evil=1")
+
+
+# -- compatibility forms of separators and dots (NFKC) -------------------------------------
+
+FULLWIDTH_TRAVERSAL = "\uff0e\uff0e\uff0f\uff0e\uff0e\uff0fx.txt"  # fullwidth ../../x.txt
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (FULLWIDTH_TRAVERSAL, "x.txt"),
+        ("\uff0e\uff0e\uff3c\uff0e\uff0e\uff3cx.txt", "x.txt"),  # fullwidth backslash
+        ("..\ufe68..\ufe68x.txt", "x.txt"),  # small reverse solidus
+        ("a\u2100x.txt", "x.txt"),  # ℀ is "a/c" under NFKC
+        ("dir\u2105x.txt", "x.txt"),  # ℅ is "c/o"
+        ("x\uff0f\uff0e\uff0e", "x"),  # a last component of fullwidth dots is no name
+        ("\uff0e\uff0e", "download"),
+        ("\uff21\uff22\uff23 report.pdf", "ABC report.pdf"),  # fullwidth ABC: read as NFKC
+        ("\u8cc7\u6599\uff081\uff09.pdf", "_(1).pdf"),  # fullwidth parentheses
+    ],
+)
+def test_content_disposition_fallback_reads_names_as_nfkc(name: str, expected: str) -> None:
+    fallback = _fallback(content_disposition(name))
+    assert fallback == expected
+    assert "/" not in fallback and "\\" not in fallback
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        (FULLWIDTH_TRAVERSAL, "x.txt"),
+        ("a\uff0fb\uff3cc\ufe68d.txt", "d.txt"),
+        ("x\uff0f\uff0e\uff0e", "x"),
+        ("\uff0e\uff0e", "download"),
+        # Other compatibility forms are shown as the user wrote them.
+        ("\uff21\uff22\uff23 report.pdf", "\uff21\uff22\uff23 report.pdf"),
+        ("\u8cc7\u6599\uff081\uff09.pdf", "\u8cc7\u6599\uff081\uff09.pdf"),
+    ],
+)
+def test_content_disposition_drops_fullwidth_directories(name: str, shown: str) -> None:
+    assert _extended(content_disposition(name)) == shown
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_no_header_name_holds_a_directory_even_after_nfkc(name: str) -> None:
+    value = content_disposition(name)
+    for shown in (_fallback(value), _extended(value)):
+        normalised = unicodedata.normalize("NFKC", shown)
+        assert "/" not in normalised and "\\" not in normalised, (name, shown)
+        assert normalised.strip(" .") and normalised not in {".", ".."}, (name, shown)
+
+
+def test_the_stored_name_of_a_fullwidth_traversal() -> None:
+    uid = uuid.UUID(int=1).hex
+    assert sanitize_filename(FULLWIDTH_TRAVERSAL) == "x.txt"
+    assert stored_name(FULLWIDTH_TRAVERSAL, uid) == f"{uid}_x.txt"

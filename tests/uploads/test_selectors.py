@@ -1,8 +1,7 @@
-"""What the chat will call for attachments, and the cleanup of leftovers."""
+"""What the chat will call for attachments (their text: test_text.py), and the cleanup."""
 
 from __future__ import annotations
 
-import codecs
 import os
 import time
 import uuid
@@ -11,9 +10,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
-from tests.uploads.support import files_in, make_pdf, png_1x1
+from tests.uploads.support import files_in, png_1x1
 from uploads import selectors, services, storage
-from uploads.extract import ExtractionError
 
 pytestmark = pytest.mark.django_db
 
@@ -61,32 +59,6 @@ def test_read_bytes_of_an_image(user):
     assert selectors.read_upload_bytes(upload) == png_1x1()
     with selectors.open_upload(upload) as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ExtractionError) as caught:
-        selectors.extract_upload_text(upload)
-    assert caught.value.code == "not_text"
-
-
-def test_extract_text_is_capped_by_the_setting(user, settings):
-    settings.ATTACHMENT_MAX_CHARS = 10
-    upload = store(user, "notes.txt", b"0123456789abcdef\r\nmore\n")
-    result = selectors.extract_upload_text(upload)
-    assert result.text == "0123456789"
-    assert result.truncated
-    assert result.chars_total == 22  # \r\n read as one newline
-    assert selectors.extract_upload_text(upload, max_chars=100).text == "0123456789abcdef\nmore\n"
-
-
-def test_extract_text_uses_the_detected_encoding(user):
-    upload = store(user, "notes.txt", codecs.BOM_UTF16_LE + "caf\u00e9\n".encode("utf-16-le"))
-    assert upload.content_type == "text/plain; charset=utf-16"
-    assert selectors.extract_upload_text(upload).text == "caf\u00e9\n"
-
-
-def test_extract_text_of_a_pdf(user):
-    upload = store(user, "doc.pdf", make_pdf(["first page", "second page"]))
-    result = selectors.extract_upload_text(upload)
-    assert "first page" in result.text and "second page" in result.text
-    assert result.pages_total == 2
 
 
 def test_cleanup_removes_old_leftovers_only(user, upload_dir, capsys):

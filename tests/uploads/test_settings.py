@@ -67,3 +67,66 @@ def test_media_root_inside_the_static_root_is_refused(tmp_path):
     )
     assert result.returncode != 0
     assert "must not be inside the static folder" in result.stderr
+
+
+EXTRACT = (
+    "from django.conf import settings as s; "
+    "print(s.UPLOAD_EXTRACT_CPU_SECONDS, s.UPLOAD_EXTRACT_WALL_SECONDS, "
+    "s.UPLOAD_EXTRACT_MEMORY_MB, s.UPLOAD_EXTRACT_MAX_PAGES, s.UPLOAD_EXTRACT_CONCURRENCY)"
+)
+
+
+def extract_shell(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    return django_shell(EXTRACT, tmp_path, unset=("UPLOAD_", "ATTACHMENT_"), **env)
+
+
+def test_extraction_limits_defaults_and_values(tmp_path):
+    result = extract_shell(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["10", "30.0", "512", "200", "2"]
+    result = extract_shell(
+        tmp_path,
+        UPLOAD_EXTRACT_CPU_SECONDS="3",
+        UPLOAD_EXTRACT_WALL_SECONDS="7.5",
+        UPLOAD_EXTRACT_MEMORY_MB="256",
+        UPLOAD_EXTRACT_MAX_PAGES="50",
+        UPLOAD_EXTRACT_CONCURRENCY="4",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", "7.5", "256", "50", "4"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"UPLOAD_EXTRACT_CPU_SECONDS": "0.5"},
+            "UPLOAD_EXTRACT_CPU_SECONDS='0.5' is not an integer",
+        ),
+        (
+            {"UPLOAD_EXTRACT_CPU_SECONDS": "0"},
+            "UPLOAD_EXTRACT_CPU_SECONDS=0 is below the minimum 1",
+        ),
+        (
+            {"UPLOAD_EXTRACT_WALL_SECONDS": "soon"},
+            "UPLOAD_EXTRACT_WALL_SECONDS='soon' is not a number",
+        ),
+        (
+            {"UPLOAD_EXTRACT_WALL_SECONDS": "0"},
+            "UPLOAD_EXTRACT_WALL_SECONDS=0.0 is below the minimum",
+        ),
+        (
+            {"UPLOAD_EXTRACT_MEMORY_MB": "64"},
+            "UPLOAD_EXTRACT_MEMORY_MB=64 is below the minimum 128",
+        ),
+        ({"UPLOAD_EXTRACT_MAX_PAGES": "0"}, "UPLOAD_EXTRACT_MAX_PAGES=0 is below the minimum 1"),
+        (
+            {"UPLOAD_EXTRACT_CONCURRENCY": "0"},
+            "UPLOAD_EXTRACT_CONCURRENCY=0 is below the minimum 1",
+        ),
+    ],
+)
+def test_malformed_extraction_limits_stop_the_process(tmp_path, env, message):
+    result = extract_shell(tmp_path, **env)
+    assert result.returncode != 0
+    assert message in result.stderr
