@@ -135,14 +135,20 @@ def sweep_dead_processes(limit: int = 500) -> list[tuple[str, int]]:
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.CHAT_HEARTBEAT_SECONDS * DEAD_AFTER_BEATS)
     alive = WebProcess.objects.filter(heartbeat_at__gte=cutoff).values("pk")
+    # A reply its process still saves is not a dead process's, whatever its heartbeat says:
+    # after a database outage, a loaded process's heart may beat again later than its saves.
     candidates = list(
-        Message.objects.filter(status=Message.Status.STREAMING, process__isnull=False)
+        Message.objects.filter(
+            status=Message.Status.STREAMING, process__isnull=False, updated_at__lt=cutoff
+        )
         .exclude(process__in=alive)
         .values_list("pk", "conversation_id")[:limit]
     )
     swept: list[tuple[str, int]] = []
     for pk, conversation_id in candidates:
-        changed = Message.objects.filter(pk=pk, status=Message.Status.STREAMING).update(
+        changed = Message.objects.filter(
+            pk=pk, status=Message.Status.STREAMING, updated_at__lt=cutoff
+        ).update(
             status=Message.Status.INTERRUPTED,
             error_code="interrupted",
             error=INTERRUPTED_DETAIL,

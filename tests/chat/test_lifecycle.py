@@ -37,14 +37,26 @@ def process(alive: bool) -> WebProcess:
 
 
 def streaming_reply(conversation, process_id, content="half"):
+    """A reply left streaming, last saved long ago (its process stopped saving it)."""
     Message.objects.create(conversation=conversation, role="user", content="q")
-    return Message.objects.create(
+    reply = Message.objects.create(
         conversation=conversation,
         role="assistant",
         status="streaming",
         content=content,
         process=process_id,
     )
+    Message.objects.filter(pk=reply.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    return reply
+
+
+def test_a_reply_its_process_still_saves_is_not_swept(user, settings):
+    # After a database outage a loaded process may beat late while its replies are saved.
+    settings.CHAT_HEARTBEAT_SECONDS = 1
+    conversation = Conversation.objects.create(owner=user)
+    late = streaming_reply(conversation, process(alive=False).pk)
+    Message.objects.filter(pk=late.pk).update(content="more", updated_at=timezone.now())
+    assert lifecycle.sweep_dead_processes() == []
 
 
 def test_the_replies_of_a_dead_process_are_interrupted_keeping_their_text(user, settings):
@@ -105,8 +117,9 @@ async def alice(ollama):
 
 @pytest.mark.asyncio
 async def test_a_beating_process_tags_its_replies_and_a_sweep_elsewhere_announces_them(
-    alice, ollama
+    alice, ollama, settings
 ):
+    settings.CHAT_FLUSH_INTERVAL = 3600  # the reply is not saved again while the test looks
     await lifecycle.start()
     try:
         ollama.script(tokens=[f"w{i} " for i in range(200)], token_delay=0.02)
@@ -121,6 +134,9 @@ async def test_a_beating_process_tags_its_replies_and_a_sweep_elsewhere_announce
         # As another process sees this one once its heartbeat stops.
         await WebProcess.objects.filter(pk=lifecycle.PROCESS_ID).aupdate(
             heartbeat_at=timezone.now() - timedelta(minutes=5)
+        )
+        await Message.objects.filter(pk=reply.pk).aupdate(
+            updated_at=timezone.now() - timedelta(minutes=5)
         )
         swept = await sync_to_async(lifecycle.sweep_dead_processes)()
         await lifecycle.announce_interrupted(swept)

@@ -82,3 +82,27 @@ async def test_bad_action_frames(alice, frame, code):  # noqa: F811
     error = await communicator.receive_json_from(timeout=5)
     assert (error["type"], error["code"]) == ("chat.error", code)
     await communicator.disconnect()
+
+
+async def test_continue_after_a_stop(alice, ollama):  # noqa: F811
+    communicator = await connect(alice)
+    held = ollama.script(tokens=["one ", "two ", "three"], hold_after=2)
+    await communicator.send_json_to({"type": "chat.send", "message": "Count"})
+    frames: list[dict] = []
+    while "".join(f.get("content", "") for f in frames) != "one two ":
+        frames.append(await communicator.receive_json_from(timeout=5))
+    conversation = frames[0]["conversation"]
+    await communicator.send_json_to({"type": "chat.stop", "conversation": conversation})
+    frames += await frames_until_end(communicator)
+    ollama.release(held)
+    assert frames[-1]["type"] == "chat.cancelled"
+    reply = frames[-1]["message"]
+
+    ollama.script(tokens=["three"])
+    frames = await exchange(communicator, type="chat.continue", message=reply)
+    started = next(f for f in frames if f["type"] == "chat.started")
+    assert started["offset"] == len("one two ")
+    assert frames[-1]["type"] == "chat.done"
+    saved = await Message.objects.aget(pk=reply)
+    assert (saved.status, saved.content) == ("complete", "one two three")
+    await communicator.disconnect()

@@ -34,6 +34,7 @@ def bearer(tokens, ollama) -> dict[str, str]:
     suppress_health_check=list(HealthCheck),
 )
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.schema
 # The SSE view streams an async iterator; under the WSGI test transport Django consumes it
 # whole and says so.
 @pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume asynchronous iterators")
