@@ -52,6 +52,7 @@
     recentFiles: $("recent-files"),
     recentMenu: $("recent-menu"),
     dropOverlay: $("drop-overlay"),
+    announce: $("announce"),
   };
 
   const state = {
@@ -63,6 +64,7 @@
     gen: null, // the reply being generated in the open conversation
     waitTimer: null,
     expired: false,
+    switching: false, // a move to another version is on its way
   };
 
   // ------------------------------------------------------------------ helpers
@@ -77,6 +79,18 @@
   const ICONS = {
     rename: ["M4 20h4L19 9l-4-4L4 16v4z", "M13 7l4 4"],
     delete: ["M4 7h16", "M9 7V4h6v3", "M6 7l1 13h10l1-13", "M10 11v6", "M14 11v6"],
+    copy: ["M9 9h11v11H9z", "M5 15H4V4h11v1"],
+    check: ["M5 12l5 5L20 7"],
+    regenerate: [
+      "M20 11a8 8 0 0 0-14.9-3.9",
+      "M4 4v4h4",
+      "M4 13a8 8 0 0 0 14.9 3.9",
+      "M20 20v-4h-4",
+    ],
+    continue: ["M5 5l7 7-7 7", "M13 5l7 7-7 7"],
+    chevron: ["M6 9l6 6 6-6"],
+    prev: ["M15 18l-6-6 6-6"],
+    next: ["M9 18l6-6-6-6"],
   };
 
   function icon(name) {
@@ -197,8 +211,10 @@
     return value ? `${value} s` : "a moment";
   }
 
-  function errorText(frame) {
+  // `kind`: what the frame answered ("send", "regenerate", "edit", "continue"), when known.
+  function errorText(frame, kind) {
     const detail = frame.detail || "";
+    const action = kind && kind !== "send";
     switch (frame.code) {
       case "ollama_unreachable":
         return `Ollama is not reachable, so no reply can be generated right now. ${detail}`;
@@ -225,10 +241,21 @@
       case "interrupted":
         return "The reply was interrupted: the server stopped before it finished.";
       case "not_found":
-        return "This conversation no longer exists.";
+        return action
+          ? "That message no longer exists (deleted in another tab?): reload the conversation."
+          : "This conversation no longer exists.";
+      case "generation_running":
+        return "A reply is still being generated in this conversation (here or in another tab): wait for it to finish, or stop it, then try again.";
+      case "nothing_to_continue":
+        return "This reply is complete: there is nothing to continue.";
+      case "no_question":
+        return "This reply answers no saved question, so it cannot be regenerated or continued.";
+      case "wrong_message_role":
+        return detail || "That action does not apply to this message.";
       case "internal_error":
         return "The server failed while generating. What was generated is kept.";
       case "token_expired":
+      case "session_ended":
         return "Your session expired, log in again.";
       case "model_lacks_vision":
         return "This model can't see images; pick a vision model such as llava, or remove the image. Your files are still attached.";
@@ -300,7 +327,73 @@
 
   // ------------------------------------------------------------------ message views
 
+  function formatTokens(value) {
+    if (value < 1000) return String(value);
+    const k = value / 1000;
+    return `${k < 10 ? k.toFixed(1).replace(/\.0$/, "") : Math.round(k)}k`;
+  }
+
+  // What the model was sent (metrics.context, when the server reports it).
+  function contextReport(metrics) {
+    const context = metrics && metrics.context;
+    if (!context || typeof context !== "object") return null;
+    const used = Number(context.tokens_estimated);
+    const window = Number(context.window);
+    return {
+      used: Number.isFinite(used) && used >= 0 ? used : null,
+      window: Number.isFinite(window) && window > 0 ? window : null,
+      sent: Number.isFinite(context.messages_sent) ? context.messages_sent : null,
+      dropped: Number.isFinite(context.messages_dropped) ? context.messages_dropped : 0,
+      approx: context.counted !== "reported" ? "~" : "",
+      overBudget: context.over_budget === true,
+    };
+  }
+
+  function contextSummary(report) {
+    const parts = [];
+    if (report.used != null && report.window != null) {
+      const percent = Math.round((report.used / report.window) * 100);
+      parts.push(`${report.approx}${report.used} of ${report.window} tokens (${percent}%)`);
+    }
+    if (report.sent != null) {
+      parts.push(`${report.sent} message${report.sent === 1 ? "" : "s"} sent`);
+    }
+    if (report.dropped > 0) parts.push(`${report.dropped} left out`);
+    return parts.join(" · ");
+  }
+
+  function contextGauge(report) {
+    if (!report || report.used == null || report.window == null) return null;
+    const gauge = el("span", "ctx-gauge");
+    const meter = document.createElement("meter");
+    meter.min = 0;
+    meter.max = report.window;
+    meter.value = Math.min(report.used, report.window);
+    meter.low = report.window * 0.7;
+    meter.high = report.window * 0.9;
+    meter.optimum = 0;
+    const summary = contextSummary(report);
+    meter.setAttribute("aria-label", `Context window used: ${summary}`);
+    gauge.title = `Context window used: ${summary}`;
+    const text = el(
+      "span",
+      "ctx-text",
+      `${report.approx}${formatTokens(report.used)}/${formatTokens(report.window)}`
+    );
+    text.setAttribute("aria-hidden", "true");
+    gauge.append(meter, text);
+    return gauge;
+  }
+
+  function droppedText(report) {
+    if (!report || !(report.dropped > 0)) return "";
+    return report.dropped === 1
+      ? "The oldest message no longer fits the model's context."
+      : `The ${report.dropped} oldest messages no longer fit the model's context.`;
+  }
+
   function figuresList(metrics) {
+    const report = contextReport(metrics);
     const rows = [
       ["Tokens/s", formatNumber(metrics.tokens_per_second, 1)],
       [
@@ -314,6 +407,7 @@
           ? `${metrics.eval_count ?? "?"} generated · ${metrics.prompt_eval_count ?? "?"} prompt · ${metrics.total_tokens ?? "?"} total`
           : null,
       ],
+      ["Context", report ? contextSummary(report) || null : null],
       [
         "Queue wait",
         formatNumber(metrics.queue_wait_seconds, 2) &&
@@ -348,28 +442,203 @@
     );
   }
 
-  function createUserView(text, attachments) {
+  // "14:05" today, "12 Mar, 14:05" before.
+  function formatWhen(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return null;
+    const time = { hour: "2-digit", minute: "2-digit" };
+    const today = new Date().toDateString() === date.toDateString();
+    return {
+      short: today
+        ? date.toLocaleTimeString([], time)
+        : date.toLocaleString([], { day: "numeric", month: "short", ...time }),
+      long: date.toLocaleString(),
+    };
+  }
+
+  // A polite announcement for screen readers (copy feedback and the like).
+  function announce(text) {
+    dom.announce.textContent = "";
+    requestAnimationFrame(() => {
+      dom.announce.textContent = text;
+    });
+  }
+
+  // ------------------------------------------------------------------ message actions
+
+  // Actions that start a generation or change the branch: off while a reply is generated.
+  const LOCKING = new Set([
+    "regenerate",
+    "regenerate-menu",
+    "continue",
+    "edit",
+    "edit-save",
+    "prev",
+    "next",
+  ]);
+
+  function actionsLocked() {
+    return state.gen !== null || state.expired || state.switching || !state.current;
+  }
+
+  function updateActions() {
+    const locked = actionsLocked();
+    for (const button of dom.messages.querySelectorAll("button[data-action]")) {
+      if (!LOCKING.has(button.dataset.action)) continue;
+      button.disabled = locked || button.dataset.edge === "true";
+    }
+    if (locked) closeMenu(false);
+  }
+
+  function actionButton(action, iconName, label, text) {
+    const button = el("button", `btn icon small msg-action${text ? " labelled" : ""}`);
+    button.type = "button";
+    button.dataset.action = action;
+    button.setAttribute("aria-label", label);
+    button.title = label;
+    if (iconName) button.append(icon(iconName));
+    if (text) button.append(el("span", "", text));
+    if (LOCKING.has(action)) button.disabled = actionsLocked();
+    return button;
+  }
+
+  // ‹ 2/3 ›: the versions at this message's place (moving shows that version's branch).
+  function pager(view) {
+    const data = view.data;
+    const siblings = Array.isArray(data.siblings) ? data.siblings : [];
+    if (siblings.length < 2) return null;
+    const index = Math.max(0, siblings.indexOf(data.id));
+    const what = view.role === "user" ? "message" : "reply";
+    const group = el("div", "pager");
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", `Versions of this ${what}`);
+    const prev = actionButton("prev", "prev", `Previous version of this ${what}`);
+    const next = actionButton("next", "next", `Next version of this ${what}`);
+    const count = el("span", "pager-count", `${index + 1}/${siblings.length}`);
+    count.setAttribute("aria-label", `Version ${index + 1} of ${siblings.length}`);
+    if (index === 0) prev.dataset.edge = "true";
+    if (index === siblings.length - 1) next.dataset.edge = "true";
+    prev.disabled = prev.disabled || index === 0;
+    next.disabled = next.disabled || index === siblings.length - 1;
+    prev.addEventListener("click", () => showVersion(view, siblings[index - 1], "prev"));
+    next.addEventListener("click", () => showVersion(view, siblings[index + 1], "next"));
+    group.append(prev, count, next);
+    return group;
+  }
+
+  function continuable(view) {
+    const data = view.data;
+    if (!data || data.id == null) return false;
+    if (view.metrics && view.metrics.done_reason === "length") return true;
+    return ["cancelled", "failed", "interrupted"].includes(data.status) && view.text !== "";
+  }
+
+  function actionsKey(view) {
+    const data = view.data;
+    if (!data || data.id == null) return "";
+    const resumable = view.role === "assistant" && continuable(view);
+    return JSON.stringify([data.id, data.siblings, data.model, resumable]);
+  }
+
+  function renderActions(view) {
+    const key = actionsKey(view);
+    if (key === view.actionsKey) return;
+    view.actionsKey = key;
+    if (menuState && menuState.view === view) closeMenu(false);
+    const buttons = [];
+    if (key) {
+      const versions = pager(view);
+      if (versions) buttons.push(versions);
+      if (view.role === "user") {
+        const edit = actionButton("edit", "rename", "Edit this message");
+        edit.addEventListener("click", () => startEdit(view));
+        buttons.push(edit);
+      } else {
+        const copy = actionButton("copy", "copy", "Copy the reply as Markdown");
+        copy.addEventListener("click", () => copyReply(view, copy));
+        const model = view.data.model;
+        const regenerate = actionButton(
+          "regenerate",
+          "regenerate",
+          model ? `Regenerate this reply with ${model}` : "Regenerate this reply"
+        );
+        regenerate.addEventListener("click", () => regenerateReply(view, model || null));
+        const more = actionButton("regenerate-menu", "chevron", "Regenerate with another model");
+        more.classList.add("menu-toggle-btn");
+        more.setAttribute("aria-haspopup", "menu");
+        more.setAttribute("aria-expanded", "false");
+        more.addEventListener("click", () => toggleModelMenu(view, more));
+        const split = el("span", "split-action");
+        split.append(regenerate, more);
+        buttons.push(copy, split);
+        if (continuable(view)) {
+          const resume = actionButton("continue", "continue", "Continue this reply", "Continue");
+          resume.addEventListener("click", () => continueReply(view));
+          buttons.push(resume);
+        }
+      }
+    }
+    view.actions.replaceChildren(...buttons);
+  }
+
+  const viewOf = new WeakMap(); // a message's node -> its view
+
+  function messageViews() {
+    return [...dom.messages.children].map((node) => viewOf.get(node)).filter(Boolean);
+  }
+
+  function createUserView(text, attachments, data) {
     const root = el("article", "msg msg-user");
     const chips = window.ChatAttachments.messageChips(attachments, urls.uploads);
     if (chips) root.append(chips);
     const body = el("div", "msg-body", text);
-    root.append(body);
-    return { root };
+    const actions = el("div", "msg-actions");
+    root.append(body, actions);
+    const view = {
+      role: "user",
+      root,
+      body,
+      actions,
+      text,
+      attachments: attachments || [],
+      data: null,
+      editor: null,
+      setData(next) {
+        view.data = next ? { ...next } : null;
+        if (view.data && view.data.id != null) root.dataset.message = String(view.data.id);
+        renderActions(view);
+      },
+    };
+    viewOf.set(root, view);
+    view.setData(data || null);
+    return view;
   }
 
   function createAssistantView(data) {
     const root = el("article", "msg msg-assistant");
+    const byline = el("div", "msg-byline");
     const body = el("div", "msg-body markdown");
-    const meta = el("div", "msg-meta");
     const note = el("div", "msg-note");
     note.hidden = true;
+    const contextLine = el("p", "msg-context");
+    contextLine.hidden = true;
+    const foot = el("div", "msg-foot");
+    const actions = el("div", "msg-actions");
+    const meta = el("div", "msg-meta");
+    foot.append(actions, meta);
     const details = el("div", "msg-details");
-    root.append(body, note, meta, details);
+    root.append(byline, body, note, contextLine, foot, details);
     const renderer = window.ChatMarkdown.createRenderer();
     const view = {
+      role: "assistant",
       root,
       body,
+      foot,
+      actions,
       text: "",
+      data: null,
+      metrics: null,
+      error: null,
       render(text) {
         view.text = text;
         body.replaceChildren(renderer.render(text));
@@ -382,9 +651,37 @@
       setMessage(id) {
         if (id != null) root.dataset.message = String(id);
       },
+      setData(next) {
+        view.data = next ? { ...next } : null;
+        if (!view.data) return;
+        view.setMessage(view.data.id);
+        const when = view.data.created_at ? formatWhen(view.data.created_at) : null;
+        const parts = [];
+        if (view.data.model) parts.push(el("span", "msg-model", view.data.model));
+        if (when) {
+          const time = el("time", "msg-time", when.short);
+          time.dateTime = view.data.created_at;
+          time.title = when.long;
+          parts.push(time);
+        }
+        byline.replaceChildren(...parts);
+        renderActions(view);
+      },
+      // Clears the figures and marks of a reply that goes on (a continue).
+      reopen() {
+        meta.replaceChildren();
+        details.replaceChildren();
+        contextLine.hidden = true;
+        root.dataset.status = "streaming";
+        delete root.dataset.code;
+        if (view.data) view.data.status = "streaming";
+      },
       finish(status, metrics, error) {
         root.classList.remove("streaming", "waiting");
         root.dataset.status = status;
+        view.metrics = metrics || null;
+        view.error = error || null;
+        if (view.data) view.data.status = status;
         meta.replaceChildren();
         details.replaceChildren();
         if (status === "cancelled") meta.append(el("span", "badge", "Stopped"));
@@ -417,9 +714,20 @@
           meta.append(toggle, summary);
           details.append(figures);
         }
+        const report = contextReport(metrics);
+        const gauge = contextGauge(report);
+        if (gauge) meta.append(gauge);
+        const dropped = droppedText(report);
+        const over = report && report.overBudget
+          ? "The question alone is longer than the model's context window; it was sent whole."
+          : "";
+        contextLine.textContent = [dropped, over].filter(Boolean).join(" ");
+        contextLine.hidden = !contextLine.textContent;
+        renderActions(view);
       },
     };
-    view.setMessage(data && data.id);
+    viewOf.set(root, view);
+    if (data) view.setData(data);
     return view;
   }
 
@@ -441,16 +749,12 @@
     state.stickToBottom = nearBottom();
   });
 
-  // Copy buttons of code blocks (delegated: the code blocks are re-rendered while streaming).
-  dom.messages.addEventListener("click", async (event) => {
-    const button = event.target.closest(".copy-btn");
-    if (!button) return;
-    const code = button.closest(".code-block").querySelector("pre code");
-    const text = code ? code.textContent : "";
-    let ok = false;
+  // ------------------------------------------------------------------ copy
+
+  async function copyText(text) {
     try {
       await navigator.clipboard.writeText(text);
-      ok = true;
+      return true;
     } catch (e) {
       const area = el("textarea");
       area.value = text;
@@ -458,18 +762,213 @@
       area.className = "copy-buffer";
       document.body.append(area);
       area.select();
+      let ok = false;
       try {
         ok = document.execCommand("copy");
       } catch (e2) {
         ok = false;
       }
       area.remove();
+      return ok;
     }
+  }
+
+  // Copy buttons of code blocks (delegated: the code blocks are re-rendered while streaming).
+  dom.messages.addEventListener("click", async (event) => {
+    const button = event.target.closest(".copy-btn");
+    if (!button) return;
+    const code = button.closest(".code-block").querySelector("pre code");
+    const ok = await copyText(code ? code.textContent : "");
     button.textContent = ok ? "Copied" : "Copy failed";
     setTimeout(() => {
       button.textContent = "Copy";
     }, 1500);
   });
+
+  async function copyReply(view, button) {
+    const ok = await copyText(view.text);
+    const label = ok ? "Copied" : "Copy failed";
+    clearTimeout(button.resetTimer);
+    button.dataset.copied = String(ok);
+    button.setAttribute("aria-label", label);
+    button.title = label;
+    button.replaceChildren(icon(ok ? "check" : "copy"));
+    announce(ok ? "The reply was copied to the clipboard." : "The reply could not be copied.");
+    button.resetTimer = setTimeout(() => {
+      delete button.dataset.copied;
+      button.setAttribute("aria-label", "Copy the reply as Markdown");
+      button.title = "Copy the reply as Markdown";
+      button.replaceChildren(icon("copy"));
+    }, 2000);
+  }
+
+  // ------------------------------------------------------------------ the model menu of Regenerate
+
+  let menuState = null; // the open menu: {menu, button, view}
+
+  function closeMenu(refocus) {
+    if (!menuState) return;
+    const { menu, button } = menuState;
+    menuState = null;
+    menu.remove();
+    button.setAttribute("aria-expanded", "false");
+    if (refocus) button.focus();
+  }
+
+  function toggleModelMenu(view, button) {
+    if (menuState && menuState.button === button) {
+      closeMenu(true);
+      return;
+    }
+    closeMenu(false);
+    if (actionsLocked()) return;
+    const menu = el("div", "model-menu");
+    menu.id = `model-menu-${view.data.id}`;
+    menu.setAttribute("role", "menu");
+    menu.setAttribute("aria-label", "Regenerate with");
+    const title = el("p", "model-menu-title", "Regenerate with");
+    title.setAttribute("role", "presentation");
+    menu.append(title);
+    const wrote = view.data.model || "";
+    const names = state.models.map((m) => m.name);
+    if (!names.length) {
+      menu.append(el("p", "model-menu-note", "No model is listed: refresh the models."));
+    }
+    for (const name of names) {
+      const item = el("button", "model-menu-item");
+      item.type = "button";
+      item.setAttribute("role", "menuitem");
+      item.dataset.model = name;
+      item.append(el("span", "model-menu-name", name));
+      if (name === wrote || name === `${wrote}:latest`) {
+        item.append(el("span", "model-menu-tag", "wrote this"));
+      }
+      item.addEventListener("click", () => {
+        closeMenu(false);
+        regenerateReply(view, name);
+      });
+      menu.append(item);
+    }
+    menu.addEventListener("keydown", (event) => {
+      const items = [...menu.querySelectorAll(".model-menu-item")];
+      const at = items.indexOf(document.activeElement);
+      let target = null;
+      if (event.key === "ArrowDown") target = items[(at + 1) % items.length];
+      else if (event.key === "ArrowUp") target = items[(at - 1 + items.length) % items.length];
+      else if (event.key === "Home") target = items[0];
+      else if (event.key === "End") target = items[items.length - 1];
+      else if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation();
+        closeMenu(true);
+        return;
+      } else if (event.key === "Tab") {
+        closeMenu(false);
+        return;
+      }
+      if (target) {
+        event.preventDefault();
+        target.focus();
+      }
+    });
+    view.foot.append(menu);
+    menuState = { menu, button, view };
+    button.setAttribute("aria-expanded", "true");
+    button.setAttribute("aria-controls", menu.id);
+    // Under the button, or above it when there is more room there; never wider than the reply.
+    const room = view.foot.clientWidth - menu.offsetWidth;
+    const left = Math.max(0, Math.min(button.offsetLeft - 4, room));
+    menu.style.left = `${left}px`;
+    const box = dom.messages.getBoundingClientRect();
+    const at = button.getBoundingClientRect();
+    const below = box.bottom - at.bottom;
+    const above = at.top - box.top;
+    if (below < menu.offsetHeight + 8 && above > below) menu.classList.add("up");
+    menu.scrollIntoView({ block: "nearest" });
+    const first = menu.querySelector(".model-menu-item");
+    if (first) first.focus();
+  }
+
+  document.addEventListener("click", (event) => {
+    if (!menuState) return;
+    if (menuState.menu.contains(event.target) || menuState.button.contains(event.target)) return;
+    closeMenu(false);
+  });
+
+  // ------------------------------------------------------------------ editing a question
+
+  function closeEditor(view, refocus) {
+    if (!view.editor) return;
+    view.editor.remove();
+    view.editor = null;
+    view.body.hidden = false;
+    view.root.classList.remove("editing");
+    if (refocus) {
+      const edit = view.actions.querySelector('[data-action="edit"]');
+      if (edit) edit.focus();
+    }
+  }
+
+  function startEdit(view, draft) {
+    if (actionsLocked() || !view.data) return;
+    for (const other of messageViews()) {
+      if (other !== view && other.editor) closeEditor(other, false);
+    }
+    if (view.editor) {
+      view.editor.querySelector("textarea").focus();
+      return;
+    }
+    const form = el("form", "msg-edit");
+    form.noValidate = true;
+    const area = el("textarea", "msg-edit-input");
+    area.rows = 2;
+    area.value = draft != null ? draft : view.text;
+    area.setAttribute("aria-label", "Edit your message");
+    const row = el("div", "msg-edit-actions");
+    const hint = el(
+      "span",
+      "msg-edit-hint",
+      "A new version is sent; the old one stays a click away."
+    );
+    const cancel = el("button", "btn subtle", "Cancel");
+    cancel.type = "button";
+    cancel.dataset.action = "edit-cancel";
+    const save = el("button", "btn primary", "Save & send");
+    save.type = "submit";
+    save.dataset.action = "edit-save";
+    row.append(hint, cancel, save);
+    form.append(area, row);
+    view.body.hidden = true;
+    view.root.classList.add("editing");
+    view.body.after(form);
+    view.editor = form;
+    const fit = () => {
+      area.style.height = "auto";
+      const most = Math.round(window.innerHeight * 0.5);
+      area.style.height = `${Math.min(area.scrollHeight + 2, most)}px`;
+      save.disabled = actionsLocked() || !area.value.trim();
+    };
+    area.addEventListener("input", fit);
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation();
+        closeEditor(view, true);
+      }
+    });
+    cancel.addEventListener("click", () => closeEditor(view, true));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      submitEdit(view, area.value);
+    });
+    fit();
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+    form.scrollIntoView({ block: "nearest" });
+  }
 
   // ------------------------------------------------------------------ the reply being generated
 
@@ -489,6 +988,11 @@
       userView: null,
       sentText: "",
       attachments: [], // the upload ids sent with the message
+      kind: "send", // or "regenerate", "edit", "continue"
+      started: false, // chat.started (or a token) was received
+      siblings: [], // regenerate, edit: the versions at the place of the message acted on
+      parent: null, // regenerate, edit: the parent of the message acted on
+      restore: null, // puts the page back as it was when the frame is refused
     };
   }
 
@@ -537,10 +1041,11 @@
     dom.send.disabled = state.expired || !socket.connected || uploading;
     dom.send.title = uploading ? "Wait for the files to finish uploading" : "";
     dom.prompt.disabled = state.expired;
+    updateActions();
   }
 
   function sendMessage() {
-    if (state.expired || state.gen) return;
+    if (state.expired || state.gen || state.switching) return;
     if (tray.uploading) {
       tray.flashHint("Wait for the files to finish uploading, then send.");
       return;
@@ -581,12 +1086,180 @@
     gen.userView = userView;
     gen.sentText = text;
     gen.attachments = frame.attachments || [];
+    gen.restore = () => {
+      // Refused before the message was saved: give it back so that it can be sent again.
+      userView.root.remove();
+      view.root.remove();
+      if (!dom.prompt.value) dom.prompt.value = text;
+      autosize();
+    };
     state.gen = gen;
     dom.prompt.value = "";
     autosize();
     updateComposer();
     scrollToBottom(true);
     state.stickToBottom = true;
+  }
+
+  // Replaces `node` and every message after it with `fresh` nodes (a new version, and the
+  // branch that follows it); returns a function that puts them back.
+  function replaceFrom(node, fresh) {
+    const old = [];
+    for (let at = node; at; at = at.nextElementSibling) if (viewOf.has(at)) old.push(at);
+    node.before(...fresh);
+    for (const gone of old) gone.remove();
+    return () => {
+      fresh[0].before(...old);
+      for (const added of fresh) added.remove();
+    };
+  }
+
+  function sendAction(frame) {
+    if (actionsLocked()) return false;
+    frame.conversation = state.current.id; // so that a refusal names it
+    if (!socket.send(frame)) {
+      showBanner("Not connected to the server yet; try again in a moment.", "warn");
+      return false;
+    }
+    hideBanner();
+    return true;
+  }
+
+  function startAction(gen) {
+    state.gen = gen;
+    updateComposer();
+    scrollToBottom(gen.kind !== "continue");
+    if (gen.kind !== "continue") state.stickToBottom = true;
+  }
+
+  // A new version of a reply (a sibling), with `model` or the conversation's.
+  function regenerateReply(view, model) {
+    if (!view.data || view.data.id == null) return;
+    const frame = { type: "chat.regenerate", message: view.data.id };
+    if (model) frame.model = model;
+    if (!sendAction(frame)) return;
+    const fresh = createAssistantView(null);
+    fresh.root.classList.add("waiting");
+    fresh.setNote("Regenerating…", "muted");
+    const gen = newGeneration(state.current.id, fresh);
+    gen.kind = "regenerate";
+    gen.siblings = view.data.siblings || [view.data.id];
+    gen.parent = view.data.parent;
+    gen.restore = replaceFrom(view.root, [fresh.root]);
+    startAction(gen);
+  }
+
+  // A new version of a question (a sibling) with `text`, then its reply.
+  function submitEdit(view, text) {
+    if (!view.data || view.data.id == null) return;
+    if (!text.trim()) return;
+    if (text.length > config.maxMessageChars) {
+      showBanner(
+        `The message has ${text.length} characters; the limit is ${config.maxMessageChars}.`
+      );
+      return;
+    }
+    if (!sendAction({ type: "chat.edit", message: view.data.id, content: text })) return;
+    closeEditor(view, false);
+    const userView = createUserView(text, view.attachments, null);
+    const reply = createAssistantView(null);
+    reply.root.classList.add("waiting");
+    reply.setNote("Sending…", "muted");
+    const gen = newGeneration(state.current.id, reply);
+    gen.kind = "edit";
+    gen.userView = userView;
+    gen.sentText = text;
+    gen.siblings = view.data.siblings || [view.data.id];
+    gen.parent = view.data.parent;
+    const putBack = replaceFrom(view.root, [userView.root, reply.root]);
+    gen.restore = () => {
+      putBack();
+      startEdit(view, text); // the text typed is not lost
+    };
+    startAction(gen);
+  }
+
+  // The same reply goes on from its end.
+  function continueReply(view) {
+    if (!continuable(view)) return;
+    if (!sendAction({ type: "chat.continue", message: view.data.id })) return;
+    const before = {
+      text: view.text,
+      status: view.data.status,
+      metrics: view.metrics,
+      error: view.error,
+    };
+    const code = view.root.dataset.code;
+    const gen = newGeneration(state.current.id, view);
+    gen.kind = "continue";
+    gen.message = view.data.id;
+    gen.text = view.text;
+    gen.length = cpLength(view.text);
+    view.reopen();
+    view.root.classList.add("streaming");
+    view.setNote("Continuing…", "muted");
+    gen.restore = () => {
+      view.render(before.text);
+      view.finish(before.status, before.metrics, before.error);
+      if (code) view.root.dataset.code = code;
+    };
+    startAction(gen);
+  }
+
+  // ‹ ›: show the branch through another version of a message, where that message was.
+  async function showVersion(view, siblingId, direction) {
+    if (actionsLocked() || siblingId == null) return;
+    const conversation = state.current;
+    const index = messageViews().indexOf(view);
+    const top = view.root.getBoundingClientRect().top;
+    const hadFocus = view.root.contains(document.activeElement);
+    state.switching = true;
+    updateActions();
+    let messages;
+    try {
+      await api(`${conversationUrl(conversation.id)}branch/`, {
+        method: "POST",
+        body: { message: siblingId },
+      });
+      messages = await fetchMessages(conversation.id);
+    } catch (error) {
+      if (error.status !== 401) showBanner(`Could not show that version: ${error.message}`);
+      return;
+    } finally {
+      state.switching = false;
+      updateActions();
+    }
+    if (!state.current || state.current.id !== conversation.id || state.gen) return;
+    hideBanner();
+    await loadMessages(conversation, messages, { keepScroll: true });
+    const placed = messageViews()[index];
+    if (!placed) return;
+    dom.messages.scrollTop += placed.root.getBoundingClientRect().top - top;
+    state.stickToBottom = nearBottom();
+    if (hadFocus) {
+      const target = [direction, "prev", "next"]
+        .map((action) => `[data-action="${action}"]`)
+        .map((selector) => placed.actions.querySelector(selector))
+        .find((button) => button && !button.disabled);
+      if (target) target.focus();
+    }
+  }
+
+  // After a regenerate or an edit: the server's view of the branch (versions, times).
+  let refreshRequest = 0;
+
+  async function refreshBranch() {
+    const conversation = state.current;
+    if (!conversation) return;
+    const request = ++refreshRequest;
+    let messages;
+    try {
+      messages = await fetchMessages(conversation.id);
+    } catch (e) {
+      return; // what is shown stays; the next load corrects it
+    }
+    if (request !== refreshRequest) return;
+    await loadMessages(conversation, messages, { keepScroll: true, quiet: true });
   }
 
   function stopGeneration() {
@@ -644,7 +1317,23 @@
     if (gen.conversation && frame.conversation !== gen.conversation) return;
     gen.accepted = true;
     gen.conversation = frame.conversation;
-    gen.view.setNote("Waiting for the model…", "muted");
+    gen.model = frame.model || null;
+    if (gen.userView && frame.user_message != null) {
+      // The question is saved: an edit's is a new version beside the one edited.
+      const id = frame.user_message;
+      const siblings = gen.kind === "edit" ? [...gen.siblings, id] : [id];
+      gen.userView.setData({
+        id,
+        role: "user",
+        parent: gen.kind === "edit" ? gen.parent : null,
+        siblings,
+        sibling_index: siblings.length - 1,
+        content: gen.sentText,
+      });
+    }
+    if (gen.kind !== "regenerate" && gen.kind !== "continue") gen.questionId = frame.user_message;
+    else gen.questionId = gen.parent;
+    gen.view.setNote(gen.kind === "continue" ? "Continuing…" : "Waiting for the model…", "muted");
     // The message is saved with its files: they leave the composer (with refused ones).
     tray.removeSent(gen.attachments);
     if (!state.current) {
@@ -664,8 +1353,31 @@
     }
     if (!belongsToGen(frame)) return;
     gen.accepted = true;
+    gen.started = true;
     gen.message = frame.message;
     gen.view.setMessage(frame.message);
+    if (gen.kind === "continue") {
+      // The new text goes on at `offset`, the reply's length as saved.
+      const offset = typeof frame.offset === "number" ? frame.offset : gen.length;
+      if (offset < gen.length) {
+        gen.text = Array.from(gen.text).slice(0, offset).join("");
+        gen.length = offset;
+      }
+    } else if (!gen.view.data || gen.view.data.id !== frame.message) {
+      const id = frame.message;
+      const siblings = gen.kind === "regenerate" ? [...gen.siblings, id] : [id];
+      gen.view.setData({
+        id: frame.message,
+        role: "assistant",
+        parent: gen.questionId != null ? gen.questionId : null,
+        siblings,
+        sibling_index: siblings.length - 1,
+        model: frame.model || gen.model || "",
+        created_at: new Date().toISOString(),
+        status: "streaming",
+      });
+    }
+    gen.view.root.dataset.status = "streaming";
     gen.view.root.classList.remove("waiting");
     gen.view.root.classList.add("streaming");
     gen.view.setNote(gen.stopping ? "Stopping…" : "");
@@ -680,6 +1392,7 @@
       gen.message = frame.message;
       gen.view.setMessage(frame.message);
     }
+    gen.started = true;
     gen.view.root.classList.remove("waiting");
     gen.view.root.classList.add("streaming");
     if (frame.offset > gen.length) {
@@ -713,6 +1426,7 @@
     endGeneration();
     scrollToBottom(false);
     refreshConversationsSoon();
+    if (gen.kind === "regenerate" || gen.kind === "edit") refreshBranch();
     if (status === "complete") loadModels(); // the model is loaded now
   }
 
@@ -724,7 +1438,7 @@
 
   function onError(frame) {
     const gen = state.gen;
-    if (frame.code === "token_expired") {
+    if (frame.code === "token_expired" || frame.code === "session_ended") {
       sessionExpired();
       return;
     }
@@ -747,20 +1461,28 @@
       }
       return;
     }
-    const text = errorText(frame);
+    const text = errorText(frame, gen.kind);
     if (!gen.accepted) {
-      // Refused before the message was saved: give it back so that it can be sent again.
+      // Refused before anything was saved: the page is put back as it was (a message sent
+      // goes back to the composer, an edit's text back to its editor).
       if (frame.conversation && !state.current) adoptConversation(frame.conversation);
-      gen.userView.root.remove();
-      gen.view.root.remove();
-      if (!dom.prompt.value) dom.prompt.value = gen.sentText;
-      autosize();
+      cancelRender(gen);
       endGeneration();
+      if (gen.restore) gen.restore();
+      updateActions();
       if (!dom.messages.querySelector(".msg")) dom.emptyChat.hidden = false;
       // The files stay attached; one the server could not use is marked so that it can go.
-      if (ATTACHMENT_CODES.has(frame.code)) tray.markRefused(frame.code, frame.detail, text);
+      if (gen.kind === "send" && ATTACHMENT_CODES.has(frame.code)) {
+        tray.markRefused(frame.code, frame.detail, text);
+      }
       showBanner(text, "error");
       dom.banner.dataset.code = frame.code || "";
+      if (frame.code === "generation_running" && state.current) {
+        // Someone else's reply runs here (another tab, the API): follow it, so that it can be
+        // seen, and stopped.
+        socket.send({ type: "chat.subscribe", conversation: state.current.id });
+        refreshBranch();
+      }
       return;
     }
     cancelRender(gen);
@@ -769,13 +1491,14 @@
     gen.view.finish(frame.code === "interrupted" ? "interrupted" : "failed", null, text);
     gen.view.root.dataset.code = frame.code || "";
     endGeneration();
+    if (gen.kind === "regenerate" || gen.kind === "edit") refreshBranch();
   }
 
   function resumeAfterReconnect() {
     updateComposer();
     const gen = state.gen;
     if (!gen || state.expired) return;
-    if (gen.message != null) {
+    if (gen.started) {
       socket.send({
         type: "chat.resume",
         conversation: gen.conversation,
@@ -783,8 +1506,13 @@
         offset: gen.length,
       });
     } else if (gen.accepted && state.current) {
-      // Still queued when the connection dropped: find the reply once it exists.
-      waitForReply(state.current, 0);
+      if (gen.kind === "send") {
+        // Still queued when the connection dropped: find the reply once it exists.
+        waitForReply(state.current, 0);
+      } else {
+        // A regenerate, an edit or a continue still queued: hear it start on this socket.
+        socket.send({ type: "chat.subscribe", conversation: gen.conversation });
+      }
     }
   }
 
@@ -813,7 +1541,7 @@
   const STALL_MS = 20000;
   setInterval(async () => {
     const gen = state.gen;
-    if (!gen || gen.message == null || gen.checking || Date.now() - gen.lastFrameAt < STALL_MS) {
+    if (!gen || !gen.started || gen.checking || Date.now() - gen.lastFrameAt < STALL_MS) {
       return;
     }
     gen.checking = true;
@@ -1060,56 +1788,115 @@
     await loadMessages(state.current);
   }
 
-  async function loadMessages(conversation, prefetched) {
+  function messageView(message) {
+    if (message.role === "user") {
+      return createUserView(message.content, message.attachments, message);
+    }
+    const view = createAssistantView(message);
+    view.render(message.content);
+    if (message.status === "streaming") {
+      view.root.dataset.status = "streaming";
+    } else {
+      const error =
+        message.status === "failed" || message.status === "interrupted"
+          ? errorText({ code: message.error_code || message.status, detail: message.error })
+          : null;
+      view.finish(message.status, message.metrics, error);
+      if (message.error_code) view.root.dataset.code = message.error_code;
+    }
+    return view;
+  }
+
+  // Whether the view shown for a message can stay as it is (its text and state unchanged):
+  // then an open editor, an expanded "Details", the focus and the scroll position stay too.
+  function reusable(view, message) {
+    if (!view || view.role !== message.role || view.text !== message.content) return false;
+    if (message.role === "user") return true;
+    return (
+      message.status !== "streaming" &&
+      view.data !== null &&
+      view.data.status === message.status &&
+      !view.root.classList.contains("streaming")
+    );
+  }
+
+  // Shows `messages` (a branch, oldest first), keeping the views of the messages already shown.
+  function renderBranch(messages) {
+    const shown = new Map();
+    for (const view of messageViews()) {
+      if (view.data && view.data.id != null) shown.set(view.data.id, view);
+    }
+    const views = messages.map((message) => {
+      const view = shown.get(message.id);
+      if (!reusable(view, message)) return messageView(message);
+      shown.delete(message.id);
+      view.setData(message);
+      const metrics = message.metrics;
+      if (
+        view.role === "assistant" &&
+        metrics &&
+        (!view.metrics || (metrics.context && !view.metrics.context))
+      ) {
+        view.finish(message.status, metrics, view.error);
+      }
+      return view;
+    });
+    const keep = new Set(views.map((view) => view.root));
+    for (const node of [...dom.messages.querySelectorAll(":scope > .msg")]) {
+      if (!keep.has(node)) node.remove();
+    }
+    let anchor = dom.emptyChat;
+    for (const view of views) {
+      if (anchor.nextElementSibling !== view.root) anchor.after(view.root);
+      anchor = view.root;
+    }
+    dom.emptyChat.hidden = messages.length > 0;
+    return views;
+  }
+
+  // `options.keepScroll`: stay where the reader is (unless at the bottom); `options.quiet`: a
+  // refresh, dropped when a generation has started since.
+  async function loadMessages(conversation, prefetched, options) {
+    const opts = options || {};
     let messages = prefetched;
     if (!messages) {
       try {
         messages = await fetchMessages(conversation.id);
       } catch (error) {
-        if (error.status !== 401) showBanner(`Could not load the messages: ${error.message}`);
+        if (error.status !== 401 && !opts.quiet) {
+          showBanner(`Could not load the messages: ${error.message}`);
+        }
         return;
       }
     }
     if (!state.current || state.current.id !== conversation.id) return;
+    if (opts.quiet && state.gen) return;
     if (state.gen && state.gen.conversation === conversation.id && state.gen.message == null) {
       // A send of ours is on its way: keep its views until its reply exists.
       const last = messages[messages.length - 1];
       if (!last || last.role !== "assistant") return;
     }
     endGeneration();
-    dom.messages.querySelectorAll(".msg").forEach((node) => node.remove());
-    let streaming = null;
-    for (const message of messages) {
-      if (message.role === "user") {
-        appendView(createUserView(message.content, message.attachments));
-        continue;
-      }
-      const view = createAssistantView(message);
-      view.render(message.content);
-      appendView(view);
-      if (message.status === "streaming") {
-        streaming = { message, view };
-      } else {
-        const error =
-          message.status === "failed" || message.status === "interrupted"
-            ? errorText({ code: message.error_code || message.status, detail: message.error })
-            : null;
-        view.finish(message.status, message.metrics, error);
-        if (message.error_code) view.root.dataset.code = message.error_code;
-      }
+    closeMenu(false);
+    const views = renderBranch(messages);
+    if (!opts.keepScroll) {
+      scrollToBottom(true);
+      state.stickToBottom = true;
+    } else {
+      scrollToBottom(false);
     }
-    dom.emptyChat.hidden = messages.length > 0;
-    scrollToBottom(true);
-    state.stickToBottom = true;
-    if (streaming) {
+    const at = messages.findIndex((m) => m.role === "assistant" && m.status === "streaming");
+    if (at >= 0) {
       // Generating right now (this page was reloaded, or the reply was sent from elsewhere):
       // show what is saved and receive the rest over the socket.
-      const gen = newGeneration(conversation.id, streaming.view);
+      const message = messages[at];
+      const gen = newGeneration(conversation.id, views[at]);
       gen.accepted = true;
-      gen.message = streaming.message.id;
-      gen.text = streaming.message.content;
+      gen.started = true;
+      gen.message = message.id;
+      gen.text = message.content;
       gen.length = cpLength(gen.text);
-      streaming.view.root.classList.add("streaming");
+      views[at].root.classList.add("streaming");
       state.gen = gen;
       updateComposer();
       if (socket.connected) resumeAfterReconnect();
@@ -1126,6 +1913,7 @@
 
   function newChat() {
     endGeneration();
+    closeMenu(false);
     hideBanner();
     state.current = null;
     rememberConversation(null);

@@ -391,6 +391,8 @@ def test_session_expiry_asks_to_log_in_again(daphne, ollama_double, new_context,
     page.route_web_socket(re.compile(r"/ws/chat/$"), through)
     page.goto(f"{daphne.url}/")
     expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
+    # The page's first loads are done: the 401 must come from the socket's reconnect.
+    expect(page.locator("#conv-empty")).to_be_visible()
 
     Session.objects.all().delete()  # the session ends (expiry, logout elsewhere)
     sockets[-1].close()  # and the socket reconnects without one
@@ -409,10 +411,11 @@ def test_session_expiry_asks_to_log_in_again(daphne, ollama_double, new_context,
 
 def test_rename_delete_and_search_conversations(daphne, ollama_double, new_context, user):
     alpha = Conversation.objects.create(owner=user, title="Alpha plan")
-    Message.objects.create(conversation=alpha, role="user", content="Plan alpha")
-    Message.objects.create(
-        conversation=alpha, role="assistant", content="**Step one**", status="complete"
+    plan = Message.objects.create(conversation=alpha, role="user", content="Plan alpha")
+    step = Message.objects.create(
+        conversation=alpha, parent=plan, role="assistant", content="**Step one**", status="complete"
     )
+    Conversation.objects.filter(pk=alpha.pk).update(current_leaf=step)  # the branch shown
     beta = Conversation.objects.create(owner=user, title="Beta notes")
     Conversation.objects.create(owner=user, title="Gamma notes")
     context = new_context()
@@ -486,11 +489,12 @@ def showcase(user) -> Conversation:
     )
     Conversation.objects.create(owner=user, title="Trip ideas for the weekend")
     Conversation.objects.create(owner=user, title="SQL window functions")
-    Message.objects.create(
+    question = Message.objects.create(
         conversation=conversation, role="user", content="How do I reverse a list in Python?"
     )
-    Message.objects.create(
+    answer = Message.objects.create(
         conversation=conversation,
+        parent=question,
         role="assistant",
         content=SHOWCASE,
         status="complete",
@@ -505,6 +509,7 @@ def showcase(user) -> Conversation:
         queue_wait=0.0,
         done_reason="stop",
     )
+    Conversation.objects.filter(pk=conversation.pk).update(current_leaf=answer)  # the branch shown
     return conversation
 
 
