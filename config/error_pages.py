@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 
 _CODES = {400: "bad_request", 403: "permission_denied", 404: "not_found", 500: "internal_error"}
 _DETAILS = {
@@ -23,6 +24,14 @@ def _json(request: HttpRequest, status: int) -> HttpResponse | None:
     if request.path.startswith("/ollama/"):
         return JsonResponse({"error": _DETAILS[status].rstrip(".").lower()}, status=status)
     return None
+
+
+@csrf_exempt  # a 404 whatever the method: no view there to protect
+def unmatched(request: HttpRequest) -> HttpResponse:
+    """A path under /api/ or /ollama/ that no view serves."""
+    response = _json(request, 404)
+    assert response is not None  # routed here for those two prefixes only
+    return response
 
 
 def bad_request(request: HttpRequest, exception: Any) -> HttpResponse:

@@ -2,7 +2,7 @@ from csp.decorators import csp_update
 from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -11,7 +11,7 @@ from drf_spectacular.views import (
 
 from accounts.views import admin_login
 from chat import views as chat_views
-from config import health
+from config import error_pages, health
 
 
 def favicon(request):
@@ -50,6 +50,9 @@ urlpatterns = [
         name="swagger-ui",
     ),
     path("api/redoc/", docs_csp(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
+    # Last: what nothing above matched under the APIs is their own 404, DEBUG or not (Django's
+    # handler404 is not used while DEBUG shows its technical page).
+    re_path(r"^(?:api|ollama)/", error_pages.unmatched),
 ]
 
 handler400 = "config.error_pages.bad_request"

@@ -119,3 +119,20 @@ def test_pages_keep_their_html_404(client):
     response = client.get("/no-such-page/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_the_api_404_is_json_in_development_too(client, settings, debug):
+    settings.DEBUG = debug  # Django's technical 404 page replaces handler404 under DEBUG
+    response = client.get("/api/nothing/")
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    assert client.get("/ollama/nothing").json() == {"error": "not found"}
+
+
+def test_an_unmatched_post_is_a_404_not_a_csrf_page(user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    response = client.post("/api/conversations/not-a-uuid/clear/")
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
