@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -16,7 +17,8 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 
-from accounts import services, tokens
+from accounts import selectors, services, tokens
+from accounts.models import ApiKey
 from accounts.throttling import LoginAccountThrottle, LoginIPThrottle
 
 User = get_user_model()
@@ -134,3 +136,81 @@ class RegisterView(APIView):
                 {"email": ["An account with this email address already exists."]}
             ) from None
         return Response(UserOutput(user).data, status=status.HTTP_201_CREATED)
+
+
+# --------------------------------------------------------------------------- API keys
+
+
+class ApiKeyOutput(serializers.ModelSerializer):
+    prefix = serializers.CharField(
+        read_only=True, help_text="The key's public part, `og_<key id>`: how to recognise it."
+    )
+    expired = serializers.SerializerMethodField(help_text="Whether `expires` has passed.")
+
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "prefix", "scope", "created", "last_used", "expires", "expired"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "last_used": {"help_text": "When it was last used (to the minute); null: never."},
+            "expires": {"help_text": "When it stops working; null: never."},
+        }
+
+    def get_expired(self, key: ApiKey) -> bool:
+        return key.is_expired()
+
+
+class ApiKeyCreatedOutput(ApiKeyOutput):
+    key = serializers.SerializerMethodField(
+        help_text="The whole key, `og_<key id>_<secret>`: shown this once, never again."
+    )
+
+    class Meta(ApiKeyOutput.Meta):
+        fields = [*ApiKeyOutput.Meta.fields, "key"]
+        read_only_fields = fields
+
+    def get_key(self, key: ApiKey) -> str:
+        return self.context["key"]
+
+
+class ApiKeyCreateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100, help_text="What the key is for.")
+    scope = serializers.ChoiceField(
+        choices=ApiKey.Scope.choices,
+        help_text="`chat`: chat and models (/api/chat/, conversations, /ollama/, /v1/, "
+        "/ws/chat/) and everything read-only; `read`: read-only requests only.",
+    )
+    expires = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="When it stops working; null or absent: never."
+    )
+
+    def validate_expires(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("The expiry must be in the future.")
+        return value
+
+
+class ApiKeyListView(APIView):
+    """Your API keys (never their secrets); create one (the key is in the answer, once).
+    Keys themselves cannot manage keys: a JWT or the web session is needed."""
+
+    @extend_schema(responses=ApiKeyOutput(many=True))
+    def get(self, request):
+        return Response(ApiKeyOutput(selectors.api_keys_of(request.user.pk), many=True).data)
+
+    @extend_schema(request=ApiKeyCreateInput, responses={201: ApiKeyCreatedOutput})
+    def post(self, request):
+        data = ApiKeyCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        key, raw = services.create_api_key(request.user, **data.validated_data)
+        return Response(
+            ApiKeyCreatedOutput(key, context={"key": raw}).data, status=status.HTTP_201_CREATED
+        )
+
+
+class ApiKeyDetailView(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        """Revoke one of your keys: it stops working at once (404 for anyone else's)."""
+        services.revoke_api_key(request.user, pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)

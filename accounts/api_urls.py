@@ -9,4 +9,6 @@ urlpatterns = [
     path("logout/", api.LogoutView.as_view(), name="api_logout"),
     path("me/", api.MeView.as_view(), name="me"),
     path("register/", api.RegisterView.as_view(), name="register"),
+    path("keys/", api.ApiKeyListView.as_view(), name="api_keys"),
+    path("keys/<int:pk>/", api.ApiKeyDetailView.as_view(), name="api_key"),
 ]

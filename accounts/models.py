@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Self
 
-from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Group, PermissionsMixin
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import Length, Lower
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 
@@ -12,6 +14,14 @@ def normalize_email(email: str) -> str:
     # Addresses are compared case-insensitively everywhere; storing them lower-cased keeps
     # the unique constraint, lookups and the JWT's identity in agreement.
     return email.strip().lower()
+
+
+#: Turns in a host's generation queue, for each turn of a user of priority 1.
+MIN_PRIORITY, MAX_PRIORITY = 1, 10
+PRIORITY_HELP = (
+    f"Turns in the generation queue ({MIN_PRIORITY}-{MAX_PRIORITY}) for each turn of a user "
+    "of priority 1, while both are waiting."
+)
 
 
 class UserManager(BaseUserManager["User"]):
@@ -50,6 +60,18 @@ class User(AbstractBaseUser, PermissionsMixin):
         default=False, help_text="Staff can use the admin, pull and delete models."
     )
     date_joined = models.DateTimeField(default=timezone.now)
+    priority = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(MIN_PRIORITY), MaxValueValidator(MAX_PRIORITY)],
+        help_text=PRIORITY_HELP + " Empty: the highest of the user's groups, else 1.",
+    )
+    daily_token_budget = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens this user may have generated per day. Empty: the server's "
+        "CHAT_DAILY_TOKEN_BUDGET; 0: unlimited.",
+    )
 
     objects = UserManager()
 
@@ -68,6 +90,11 @@ class User(AbstractBaseUser, PermissionsMixin):
             models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
             models.CheckConstraint(
                 condition=models.Q(email=Lower("email")), name="accounts_user_email_lowercase"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(priority__isnull=True)
+                | models.Q(priority__gte=MIN_PRIORITY, priority__lte=MAX_PRIORITY),
+                name="accounts_user_priority_range",
             ),
         ]
 
@@ -132,3 +159,96 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def get_short_name(self) -> str:
         return self.display_name or self.email.split("@", 1)[0]
+
+
+class GroupPolicy(models.Model):
+    """What a group's members share: their turns in the generation queue."""
+
+    group = models.OneToOneField(
+        Group, on_delete=models.CASCADE, primary_key=True, related_name="policy"
+    )
+    priority = models.PositiveSmallIntegerField(
+        default=MIN_PRIORITY,
+        validators=[MinValueValidator(MIN_PRIORITY), MaxValueValidator(MAX_PRIORITY)],
+        help_text=PRIORITY_HELP,
+    )
+
+    class Meta:
+        verbose_name = "group policy"
+        verbose_name_plural = "group policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(priority__gte=MIN_PRIORITY, priority__lte=MAX_PRIORITY),
+                name="accounts_grouppolicy_priority_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group} (priority {self.priority})"
+
+
+#: Every API key reads `og_<KEY_ID_LENGTH characters>_<secret>`: the prefix tells it from a JWT
+#: (which never contains an underscore before its first dot) and makes leaked keys searchable.
+API_KEY_PREFIX = "og_"
+KEY_ID_LENGTH = 12
+#: Live (not revoked) keys one user may hold.
+MAX_API_KEYS_PER_USER = 20
+
+
+class ApiKey(models.Model):
+    """A personal API key: `og_<key_id>_<secret>`, shown once. Only the SHA-256 of the secret
+    is stored (a random 238-bit secret needs no slow hash); `key_id` finds the row."""
+
+    class Scope(models.TextChoices):
+        CHAT = "chat", "Chat and models (and everything read-only)"
+        READ = "read", "Read-only"
+
+    user = models.ForeignKey(
+        "accounts.User", on_delete=models.CASCADE, related_name="api_keys", editable=False
+    )
+    name = models.CharField(max_length=100)
+    key_id = models.CharField("key id", max_length=KEY_ID_LENGTH, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.CHAT)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    expires = models.DateTimeField(null=True, blank=True)
+    revoked = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["user", "revoked"], name="accounts_apikey_user_live")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(scope__in=["chat", "read"]), name="accounts_apikey_scope"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(name=""), name="accounts_apikey_name_not_blank"
+            ),
+            models.CheckConstraint(
+                condition=Exact(Length("key_id"), KEY_ID_LENGTH),
+                name="accounts_apikey_key_id_length",
+            ),
+            models.CheckConstraint(
+                condition=Exact(Length("secret_hash"), 64),
+                name="accounts_apikey_secret_hash_length",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(expires__isnull=True)
+                | models.Q(expires__gt=models.F("created")),
+                name="accounts_apikey_expires_after_created",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def prefix(self) -> str:
+        """The key's public part, `og_<key_id>`: what lists show and logs may name."""
+        return f"{API_KEY_PREFIX}{self.key_id}"
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires is not None and self.expires <= (now or timezone.now())

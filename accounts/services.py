@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from dataclasses import dataclass
@@ -10,9 +11,12 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts import sockets, tokens
-from accounts.models import normalize_email
+from accounts.authentication import hash_secret, new_key
+from accounts.models import MAX_API_KEYS_PER_USER, ApiKey, normalize_email
+from core.errors import AppError
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +108,80 @@ def tell_sockets(user_id: int, *, reason: str, session_key: str | None = None) -
     except Exception as exc:  # the change stands; the next action frame of a socket checks
         logger.warning("could not tell the sockets of user %s (%s): %s", user_id, reason, exc)
         return False
+
+
+# --------------------------------------------------------------------------- API keys
+
+
+class TooManyKeys(AppError):
+    code = "too_many_keys"
+    status = 400
+
+
+def api_key_not_found() -> AppError:
+    return AppError("not_found", "No such API key.", 404)
+
+
+def create_api_key(user: Any, *, name: str, scope: str, expires=None) -> tuple[ApiKey, str]:
+    """A new key of `user` and the whole key, which is never stored (only its secret's hash)
+    and so can be shown this once. At most MAX_API_KEYS_PER_USER live keys per user."""
+    User = get_user_model()
+    with transaction.atomic():
+        # One creation at a time per user, so that two at once cannot pass the cap together.
+        list(User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+        if ApiKey.objects.filter(user=user, revoked__isnull=True).count() >= MAX_API_KEYS_PER_USER:
+            raise TooManyKeys(
+                detail=f"You already have {MAX_API_KEYS_PER_USER} API keys, the most allowed: "
+                "revoke one you no longer use first.",
+                extra={"max_keys": MAX_API_KEYS_PER_USER},
+            )
+        for attempt in range(3):
+            key_id, secret, raw = new_key()
+            try:
+                with transaction.atomic():
+                    key = ApiKey.objects.create(
+                        user=user,
+                        name=name,
+                        key_id=key_id,
+                        secret_hash=hash_secret(secret),
+                        scope=scope,
+                        expires=expires,
+                    )
+                return key, raw
+            except IntegrityError:  # an id already taken (62**12 ids: practically never)
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
+
+
+def revoke_api_key(user: Any, key_pk: int) -> ApiKey:
+    """Revoke one of the user's live keys (404 for anyone else's, or one already revoked);
+    the sockets it opened are closed once that commits."""
+    with transaction.atomic():
+        key = (
+            ApiKey.objects.select_for_update()
+            .filter(pk=key_pk, user=user, revoked__isnull=True)
+            .first()
+        )
+        if key is None:
+            raise api_key_not_found()
+        key.revoked = timezone.now()
+        key.save(update_fields=["revoked"])
+        user_id = key.user_id
+        transaction.on_commit(lambda: tell_sockets(user_id, reason="key_revoked"), robust=True)
+    return key
+
+
+def revoke_api_keys(keys) -> int:
+    """Revoke the live keys of a queryset (the admin's action); the number revoked."""
+    with transaction.atomic():
+        live = keys.filter(revoked__isnull=True)
+        user_ids = set(live.values_list("user_id", flat=True))
+        count = live.update(revoked=timezone.now())
+        for user_id in user_ids:
+            transaction.on_commit(functools.partial(_keys_revoked, user_id), robust=True)
+    return count
+
+
+def _keys_revoked(user_id: int) -> None:
+    tell_sockets(user_id, reason="key_revoked")

@@ -1,10 +1,12 @@
 """Who is on a WebSocket: the one place that authenticates sockets, and checks them again.
 
 A socket is authenticated by the session cookie (AuthMiddlewareStack in config/asgi.py), an
-`Authorization: Bearer <access token>` header, or, for clients that cannot set headers, a first
-frame `{"type": "auth", "token": ...}`; never a token in the URL.
+`Authorization: Bearer <access token or API key>` header, or, for clients that cannot set
+headers, a first frame `{"type": "auth", "token": ...}`; never a token in the URL. A key's scope
+travels with the socket (accounts.authentication.check_scope(credential, ...)).
 
-What authenticated it is kept (a `Credential`: the session, or the access token) and checked
+What authenticated it is kept (a `Credential`: the session, the access token or the API key) and
+checked
 again (`still_valid`) on every action frame and whenever the account changes: each socket
 joins its user's group (`user_group`), which is told (`account_changed` messages, sent by
 accounts.services) on a logout, a password change, a deactivation or a deletion. A socket
@@ -27,10 +29,12 @@ from django.contrib.auth import (
     load_backend,
 )
 from django.utils.crypto import constant_time_compare
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
-from accounts import tokens
+from accounts import authentication, tokens
+from accounts.throttling import client_ident
 
 #: Application close code for "not authenticated" (4401 echoes HTTP 401: retrying without
 #: logging in again is pointless): a refused handshake or auth frame, an expired token, and a
@@ -45,15 +49,21 @@ ACCOUNT_CHANGED = "account.changed"
 
 @dataclass(frozen=True, slots=True)
 class Credential:
-    """What authenticated a socket: a session (its key) or an access token."""
+    """What authenticated a socket: a session (its key), an access token, or an API key (its
+    id, scope and expiry)."""
 
     user_id: int
     session_key: str | None = None
     token: AccessToken | None = None
+    api_key_id: int | None = None
+    key_scope: str | None = None
+    key_expires: int | None = None
 
     @property
     def expires(self) -> int | None:
-        return self.token.get("exp") if self.token is not None else None
+        if self.token is not None:
+            return self.token.get("exp")
+        return self.key_expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +80,20 @@ class Handshake:
         return self.credential.expires if self.credential is not None else None
 
 
-def _user_for_token(raw: str) -> tuple[Any, Credential | None]:
+def _user_for_key(raw: str, ident: str) -> tuple[Any, Credential | None]:
+    try:
+        user, key = authentication.authenticate_key(raw, ident)
+    except AuthenticationFailed:  # a bad key, or an IP throttled for bad keys
+        return None, None
+    expires = int(key.expires.timestamp()) if key.expires is not None else None
+    return user, Credential(
+        user_id=user.pk, api_key_id=key.pk, key_scope=key.scope, key_expires=expires
+    )
+
+
+def _user_for_token(raw: str, ident: str) -> tuple[Any, Credential | None]:
+    if authentication.is_api_key(raw):
+        return _user_for_key(raw, ident)
     try:
         token = AccessToken(raw)  # type: ignore[arg-type]  # the stubs want bytes; str is read
         user = tokens.user_of(token)
@@ -79,12 +102,28 @@ def _user_for_token(raw: str) -> tuple[Any, Credential | None]:
     return user, Credential(user_id=user.pk, token=token)
 
 
-async def user_for_token(raw: Any) -> tuple[Any, Credential | None]:
-    """The user of a valid access token (its account active, its password unchanged) and the
-    socket's credential, or (None, None)."""
+async def user_for_token(
+    raw: Any, scope: dict[str, Any] | None = None
+) -> tuple[Any, Credential | None]:
+    """The user of a valid access token (its account active, its password unchanged) or API
+    key (unrevoked, unexpired, its account active) and the socket's credential, or (None,
+    None). `scope`, the socket's ASGI scope, gives the client IP that failed keys are
+    throttled by."""
     if not isinstance(raw, str) or not raw:
         return None, None
-    return await sync_to_async(_user_for_token)(raw)
+    return await sync_to_async(_user_for_token)(raw, socket_client(scope or {}))
+
+
+def socket_client(scope: dict[str, Any]) -> str:
+    """The client IP of a socket, by the rule of the HTTP throttles (NUM_PROXIES)."""
+    meta: dict[str, str] = {}
+    client = scope.get("client")
+    if client:
+        meta["REMOTE_ADDR"] = str(client[0])
+    for name, value in scope.get("headers", []):
+        if name == b"x-forwarded-for":
+            meta["HTTP_X_FORWARDED_FOR"] = value.decode("latin-1")
+    return client_ident(meta)
 
 
 def bearer_token(scope: dict[str, Any]) -> str | None:
@@ -107,7 +146,7 @@ async def handshake(scope: dict[str, Any]) -> Handshake:
         # A page whose session expired is told now, not after the auth frame's timeout.
         has_session = bool(scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME))
         return Handshake(refused=has_session)
-    user, credential = await user_for_token(bearer)
+    user, credential = await user_for_token(bearer, scope)
     if user is None:
         return Handshake(refused=True)
     return Handshake(user=user, credential=credential)
@@ -156,6 +195,8 @@ def _holds(credential: Credential) -> bool:
         return _session_holds(credential)
     if credential.token is not None:
         return _token_holds(credential)
+    if credential.api_key_id is not None:
+        return authentication.key_holds(credential.api_key_id)
     return False
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
+from django.http.request import HttpHeaders
 from rest_framework.throttling import SimpleRateThrottle
 
 from accounts.models import normalize_email
@@ -65,3 +66,51 @@ def login_wait_seconds(request) -> int | None:
     if not waits:
         return None
     return max(1, int(max(waits) + 0.999))
+
+
+class ApiKeyFailureThrottle(SimpleRateThrottle):
+    """Failed API key attempts per client IP, at the login rate (LOGIN_RATE_PER_IP): only
+    failures count, and while the budget is spent every key from that IP is refused, the right
+    one too (as a throttled login refuses the right password), so a guesser learns nothing."""
+
+    scope = "api_key_ip"
+    num_requests: int | None
+    duration: int | None
+
+    def __init__(self, ident: str) -> None:
+        super().__init__()
+        self.key = self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def get_rate(self) -> str:
+        return settings.LOGIN_RATE_PER_IP
+
+    def get_cache_key(self, request, view) -> str | None:
+        return self.key
+
+    def _recent(self) -> list[float]:
+        self.now = self.timer()
+        self.history = [
+            at for at in self.cache.get(self.key, []) if at > self.now - (self.duration or 0)
+        ]
+        return self.history
+
+    def wait_seconds(self) -> int | None:
+        """Seconds before a key may be tried again from this IP; None: now."""
+        if self.num_requests is None or len(self._recent()) < self.num_requests:
+            return None
+        return max(1, int((self.wait() or 1) + 0.999))
+
+    def record_failure(self) -> None:
+        self._recent().insert(0, self.now)
+        self.cache.set(self.key, self.history, self.duration)
+
+
+def client_ident(meta: dict) -> str:
+    """The client IP the throttles key on, from a request's META (or a socket's equivalent):
+    DRF's rule, NUM_PROXIES deciding how much of X-Forwarded-For to trust."""
+
+    class _Request:
+        META = meta
+        headers = HttpHeaders(meta)
+
+    return ApiKeyFailureThrottle("").get_ident(_Request()) or "unknown"  # type: ignore[arg-type]

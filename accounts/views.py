@@ -2,15 +2,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.csrf import csrf_protect
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.forms import EmailLoginForm, SignupForm
+from accounts.models import MAX_API_KEYS_PER_USER
 from accounts.throttling import login_wait_seconds
 
 
@@ -72,3 +74,10 @@ def admin_login(request, extra_context=None):
     if request.user.is_authenticated and not request.user.is_staff:
         raise PermissionDenied("Your account has no access to the admin.")
     return redirect_to_login(request.GET.get("next") or reverse("admin:index"))
+
+
+@login_required
+@require_GET
+def api_keys(request):
+    """The API keys page; listing, creating and revoking go through /api/auth/keys/ from JS."""
+    return render(request, "accounts/keys.html", {"max_keys": MAX_API_KEYS_PER_USER})

@@ -16,11 +16,11 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import hosts, selectors, services
+from chat import budgets, hosts, selectors, services
 from chat.actions import prepare_action
-from chat.events import Done, Failed
+from chat.events import Cancelled, Done, Failed
 from chat.options import check_keep_alive
-from chat.responses import failed_error, sse_stream
+from chat.responses import failed_error, sse_stream, stopped_error
 from chat.serializers import (
     ActionInput,
     BranchInput,
@@ -35,6 +35,7 @@ from chat.serializers import (
     PullModelInput,
     RunningModelsOutput,
     SimpleChatOutput,
+    TokenUsageOutput,
     parse_action,
     parse_chat_input,
 )
@@ -42,6 +43,17 @@ from config import database
 from config.schema import ErrorOutput
 from core.errors import AppError
 from core.ollama import OllamaError
+
+# --------------------------------------------------------------------------- usage
+
+
+class UsageView(APIView):
+    """Today's use of the daily token budget (`CHAT_DAILY_TOKEN_BUDGET` or the user's own)."""
+
+    @extend_schema(responses=TokenUsageOutput)
+    def get(self, request):
+        return Response(TokenUsageOutput(budgets.usage_of(request.user)).data)
+
 
 # --------------------------------------------------------------------------- models
 
@@ -188,26 +200,12 @@ class DeleteModelView(APIView):
         responses={204: None, 404: ErrorOutput},
     )
     def delete(self, request, name: str):
-        async def delete_everywhere():
-            wanted = hosts.normalize_model(name)
-            listing = await hosts.all_models(fresh=True)
-            having = [
-                e.host
-                for e in listing
-                if any(hosts.normalize_model(m.name) == wanted for m in e.models)
-            ]
-            for host in having:
-                await hosts.client_for(host).delete(name)
-            return having, listing
-
-        deleted_from, listing = async_to_sync(delete_everywhere)()
+        deleted_from, listing = async_to_sync(hosts.delete_everywhere)(name)
         if not deleted_from:
             hosts.raise_if_all_failed(listing)
             raise AppError(
                 "model_not_found", f'Model "{name}" is not installed on any Ollama host.', 404
             )
-        hosts.forget_models()
-        hosts.forget_context_lengths()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -333,6 +331,7 @@ class ChatView(APIView):
             200: ChatReplyOutput,
             400: ErrorOutput,
             404: ErrorOutput,
+            409: ErrorOutput,  # generation_running, stopped_by_staff
             502: ErrorOutput,
             503: ErrorOutput,
         },
@@ -349,6 +348,8 @@ class ChatView(APIView):
 def _reply(plan: services.GenerationPlan, final, *, simple: bool = False) -> Response:
     if isinstance(final, Failed):
         raise failed_error(final, plan.conversation_id)
+    if isinstance(final, Cancelled) and final.code:  # stopped by staff (chat.cancels)
+        raise stopped_error(final, plan.conversation_id)
     assert isinstance(final, Done)
     if simple:
         return Response({"response": final.content, "conversation": plan.conversation_id})
@@ -402,7 +403,9 @@ async def _action_to_end(user_id: int, action):
 class SimpleChatView(ChatView):
     simple = True
 
-    @extend_schema(request=ChatInput, responses={200: SimpleChatOutput, 400: ErrorOutput})
+    @extend_schema(
+        request=ChatInput, responses={200: SimpleChatOutput, 400: ErrorOutput, 409: ErrorOutput}
+    )
     def post(self, request):
         return super().post(request)
 

@@ -38,6 +38,7 @@ urlpatterns = [
         api.MessageActionView.as_view(kind="continue"),
         name="message_continue",
     ),
+    path("usage/", api.UsageView.as_view(), name="usage"),
     path("chat/", api.ChatView.as_view(), name="chat"),
     path("chat/simple/", api.SimpleChatView.as_view(), name="chat_simple"),
     path("chat/stream/", api.StreamChatView.as_view(), name="chat_stream"),

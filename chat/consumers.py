@@ -12,11 +12,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from accounts import sockets
-from chat import protocol, runs, selectors
+from accounts.authentication import scope_refusal
+from chat import abandon, protocol, runs, selectors
 from chat.models import Conversation, Message
 from chat.protocol import FrameError, invalid_frame
 from config.channel_layers import REJOIN_SECONDS, RedisChannelLayer, rejoin
 from config.exceptions import app_error_of
+from config.metrics import CountedSocket
 from core.errors import AppError
 
 logger = logging.getLogger(__name__)
@@ -29,9 +31,14 @@ RESUME_WAIT_SECONDS = 10.0
 ACTION_FRAMES = frozenset(
     {"chat.send", "chat.stop", "chat.resume", "chat.subscribe", *protocol.ACTIONS}
 )
+#: The frames that chat: an API key of scope `read` is refused them (`insufficient_scope`);
+#: it may still resume, subscribe and ping.
+CHAT_FRAMES = frozenset({"chat.send", "chat.stop", *protocol.ACTIONS})
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class ChatConsumer(CountedSocket, AsyncJsonWebsocketConsumer):
+    metrics_endpoint = "chat"
+
     async def connect(self) -> None:
         self.user = None
         self.credential: sockets.Credential | None = None
@@ -45,6 +52,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # at that length or beyond; anything else about them is a late duplicate).
         self._finished: dict[tuple[str, int], int] = {}
         self._heard_at: dict[tuple[str, int], float] = {}
+        # Conversations whose reply this socket follows (CHAT_CANCEL_ABANDONED: their leases
+        # are renewed while it does; see chat.abandon).
+        self._following: set[str] = set()
+        self._touches: set[asyncio.Task] = set()
         shake = await sockets.handshake(self.scope)
         if shake.refused:
             await self._refuse()
@@ -56,6 +67,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self._timers.append(asyncio.create_task(self._require_auth_in_time()))
         if isinstance(self.channel_layer, RedisChannelLayer):
             self._timers.append(asyncio.create_task(self._keep_joined()))
+        if abandon.enabled():
+            self._timers.append(asyncio.create_task(self._keep_following()))
 
     async def _refuse(self) -> None:
         # Accepted, then closed: a refused handshake reaches a browser as a bare 1006,
@@ -116,6 +129,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             except Exception as exc:  # Redis or the database is away: next round
                 logger.info("socket upkeep failed: %s", exc)
 
+    def _follow(self, conversation_id: str) -> None:
+        """This socket follows the reply of a conversation (chat.abandon)."""
+        if abandon.enabled() and conversation_id not in self._following:
+            self._following.add(conversation_id)
+            touch = asyncio.create_task(abandon.atouch([conversation_id]))
+            self._touches.add(touch)
+            touch.add_done_callback(self._touches.discard)
+
+    async def _keep_following(self) -> None:
+        while True:
+            await asyncio.sleep(abandon.TOUCH_SECONDS)
+            await abandon.atouch(self._following)
+
     async def disconnect(self, code: int) -> None:
         # The generations started from this socket go on: they are detached runs.
         for timer in self._timers:
@@ -161,13 +187,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 )
             elif kind in ACTION_FRAMES and not await sockets.still_valid(self.credential):
                 await self._session_ended(**_about(content))
+            elif kind in CHAT_FRAMES and (refusal := scope_refusal(self.credential, "chat")):
+                raise refusal  # chat.error `insufficient_scope`
             elif kind == "ping":
                 await self.send_json(protocol.PONG)
             elif kind == "chat.send":
                 await self._send(content)
             elif kind in protocol.ACTIONS:
                 action = protocol.parse_action(content)
-                await runs.start_action(self._user_id(), action, self._join)
+                await runs.start_action(self._user_id(), action, self._join_following)
             elif kind == "chat.stop":
                 await self._stop(content)
             elif kind == "chat.resume":
@@ -194,7 +222,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _auth(self, content: dict) -> None:
         if self.user is not None:
             raise invalid_frame("Already authenticated.")
-        user, credential = await sockets.user_for_token(content.get("token"))
+        user, credential = await sockets.user_for_token(content.get("token"), self.scope)
         if user is None:
             await self.close(code=sockets.CLOSE_UNAUTHENTICATED)
             return
@@ -202,7 +230,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(protocol.auth_ok(user))
 
     async def _send(self, content: dict) -> None:
-        await runs.start_chat(self._user_id(), protocol.parse_send(content), self._join)
+        await runs.start_chat(self._user_id(), protocol.parse_send(content), self._join_following)
 
     async def _stop(self, content: dict) -> None:
         conversation = await self._own_conversation(content.get("conversation"))
@@ -222,7 +250,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # and offsets let us drop what we already sent.
         self._sent_upto[key] = offset
         self._finished.pop(key, None)  # an explicit resume is always answered to the end
-        await self._join(conversation_id)
+        await self._join_following(conversation_id)
         await self._catch_up(conversation_id, message_id)
 
     async def _catch_up(
@@ -254,6 +282,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         assert self.user is not None  # receive_json() lets only authenticated frames here
         return int(self.user.pk)
 
+    async def _join_following(self, conversation_id: str) -> None:
+        """Join a conversation whose reply is starting or being resumed."""
+        self._follow(conversation_id)
+        await self._join(conversation_id)
+
     async def _join(self, conversation_id: str) -> None:
         group = runs.stream_group(conversation_id)
         if group not in self.groups_joined:
@@ -267,6 +300,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         key = (conversation_id, message_id)
         if key in self._finished:
             return  # a late frame (Redis delivered it after a catch-up reported the end)
+        self._follow(conversation_id)
         self._heard_at[key] = time.monotonic()
         # A socket that missed chat.started (or joined mid-stream) still gets the whole text.
         sent = self._sent_upto.get(key, 0)
@@ -329,6 +363,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _finish(self, frame: dict) -> None:
         # A resume may already have reported the end that the live stream reports again.
         if frame.get("message") is None:  # refused before its reply existed
+            self._following.discard(str(frame.get("conversation")))
             await self.send_json(frame)
             return
         key = (str(frame["conversation"]), int(frame["message"]))
@@ -340,6 +375,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # saved before its end is published, so the rest is read back.
             await self._send_text(key[0], key[1], "", length)
         self._finished[key] = length if isinstance(length, int) else self._sent_upto.get(key, 0)
+        self._following.discard(key[0])
         self._sent_upto.pop(key, None)
         self._heard_at.pop(key, None)
         await self.send_json(frame)

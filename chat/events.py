@@ -21,6 +21,8 @@ class Accepted:
 @dataclass(frozen=True, slots=True)
 class Queued:
     position: int
+    #: Seconds until the slot, from the model's recent replies on the host; None: no history.
+    estimated_wait: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +77,15 @@ class Failed:
 @dataclass(frozen=True, slots=True)
 class Cancelled:
     """The task iterating generate() was cancelled: a stop from the user, or the server
-    shutting down (`interrupted`). The partial reply is saved as `message_id`."""
+    shutting down (`interrupted`). The partial reply is saved as `message_id`. Stopped by
+    someone else (chat.cancels: staff, or abandoned by its sockets), `code` and `detail` say
+    who and why, as the reply's `error_code` and `error` do."""
 
     message_id: int | None
     content: str
     interrupted: bool = False
+    code: str = ""
+    detail: str = ""
 
 
 Event = Accepted | Queued | Started | Token | Done | Failed | Cancelled

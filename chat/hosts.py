@@ -35,6 +35,7 @@ def get_gate() -> Gate:
             max_queue=settings.OLLAMA_MAX_QUEUE,
             lease_seconds=settings.OLLAMA_GATE_LEASE_SECONDS,
             client_options=settings.REDIS_POOL_OPTIONS,
+            fair=settings.OLLAMA_GATE_POLICY == "turns",
         )
     return _gate
 
@@ -42,7 +43,13 @@ def get_gate() -> Gate:
 @receiver(setting_changed)
 def _reset(setting, **kwargs):
     global _gate
-    if setting in {"REDIS_URL", "OLLAMA_MAX_CONCURRENCY", "OLLAMA_MAX_QUEUE", "OLLAMA_URLS"}:
+    if setting in {
+        "REDIS_URL",
+        "OLLAMA_MAX_CONCURRENCY",
+        "OLLAMA_MAX_QUEUE",
+        "OLLAMA_URLS",
+        "OLLAMA_GATE_POLICY",
+    }:
         _gate = None
         _tags_cache.clear()
 
@@ -228,3 +235,31 @@ def forget_context_lengths() -> None:
 def _reset_context_lengths(setting: str, **kwargs: object) -> None:
     if setting == "OLLAMA_URLS":
         _context_cache.clear()
+
+
+# --------------------------------------------------------------------------- model administration
+
+
+async def hosts_having(model: str) -> tuple[list[str], list[HostModels]]:
+    """The hosts that have `model` installed (fresh lists), and the listing itself (to tell
+    "installed nowhere" from "no host answered")."""
+    wanted = normalize_model(model)
+    listing = await all_models(fresh=True)
+    having = [
+        entry.host
+        for entry in listing
+        if any(normalize_model(m.name) == wanted for m in entry.models)
+    ]
+    return having, listing
+
+
+async def delete_everywhere(model: str) -> tuple[list[str], list[HostModels]]:
+    """Delete `model` from every host that has it: the hosts it was deleted from, and the
+    listing. The cached lists and context lengths are forgotten after a delete."""
+    having, listing = await hosts_having(model)
+    for host in having:
+        await client_for(host).delete(model)
+    if having:
+        forget_models()
+        forget_context_lengths()
+    return having, listing

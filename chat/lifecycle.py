@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from chat.errors import ChatRequestError
 from chat.models import Message, WebProcess
-from config import database
+from config import database, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -318,6 +318,7 @@ def install_daphne_hooks() -> None:
         try:
             await drain(grace)
         finally:
+            metrics.process_ended()
             with contextlib.suppress(Exception):  # already stopping
                 reactor.stop()
 

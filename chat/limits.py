@@ -1,4 +1,4 @@
-"""Per-user limits on chat: messages per minute and generations running at once."""
+"""Per-user limits on chat: messages per minute and generations queued or running at once."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
+from chat import budgets, claims
 from chat.errors import ChatRequestError
-from chat.models import Message
 from config import database
 
 WINDOW_SECONDS = 60
@@ -70,22 +70,38 @@ def check_now(user_id: int) -> None:
 
 
 def _check_limits(user_id: int) -> None:
+    budgets.check(user_id)  # first: a refused message must not count against the rate
     per_minute = settings.CHAT_MESSAGES_PER_MINUTE
     if per_minute:
         _count_message(user_id, SlidingWindow(per_minute))
-    concurrent = settings.CHAT_MAX_GENERATIONS_PER_USER
-    if concurrent:
-        running = Message.objects.filter(
-            conversation__owner_id=user_id, status=Message.Status.STREAMING
-        ).count()
-        if running >= concurrent:
-            raise ChatRequestError(
-                "too_many_generations",
-                f"You already have {running} replies being generated; wait for one to finish "
-                "or stop it.",
-                429,
-                retry_after=5,
-            )
+    _check_generations(user_id)
+
+
+def check_generations_now(user_id: int) -> None:
+    """The limit on generations queued or running, checked again where a generation claims
+    its conversation (in that transaction, with the user's row locked): two requests that
+    passed the first check at once cannot both be accepted beyond the limit."""
+    try:
+        _check_generations(user_id)
+    except ChatRequestError:
+        if _exempt(user_id):
+            return
+        raise
+
+
+def _check_generations(user_id: int) -> None:
+    limit = settings.CHAT_MAX_GENERATIONS_PER_USER
+    if not limit:
+        return
+    current = claims.generations_of(user_id)
+    if current >= limit:
+        raise ChatRequestError(
+            "too_many_generations",
+            f"You already have {current} replies queued or being generated (the limit is "
+            f"{limit}); wait for one to finish or stop it.",
+            429,
+            retry_after=5,
+        )
 
 
 def _exempt(user_id: int) -> bool:

@@ -11,6 +11,7 @@ class Conversation(models.Model):
     class Source(models.TextChoices):
         CHAT = "chat", "Chat (web, REST, WebSocket)"
         OLLAMA = "ollama", "Ollama-compatible API"
+        OPENAI = "openai", "OpenAI-compatible API"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -47,7 +48,8 @@ class Conversation(models.Model):
                 name="chat_conv_context_exchanges_range",
             ),
             models.CheckConstraint(
-                condition=Q(source__in=["chat", "ollama"]), name="chat_conv_source_valid"
+                condition=Q(source__in=["chat", "ollama", "openai"]),
+                name="chat_conv_source_valid",
             ),
         ]
 
@@ -102,6 +104,9 @@ class Message(models.Model):
         null=True, blank=True, help_text="Seconds spent waiting at the gate."
     )
     in_flight_at_start = models.PositiveIntegerField(null=True, blank=True)
+    # Chunks with text streamed so far (Ollama sends about one token each), saved with each
+    # flush and at the end: what "who is on the GPU now" shows while the reply streams.
+    streamed_tokens = models.PositiveIntegerField(default=0, db_default=0)
     resources = models.JSONField(
         null=True, blank=True, help_text="GPU and RAM before and after, and the delta."
     )

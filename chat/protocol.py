@@ -115,6 +115,7 @@ def event_frame(conversation_id: str, event: Event) -> Frame | None:
                 "type": "chat.queued",
                 "conversation": conversation_id,
                 "position": event.position,
+                "estimated_wait": event.estimated_wait,
             }
         case Started():
             return started_frame(conversation_id, event.message_id, event.model, event.offset)
@@ -134,12 +135,15 @@ def event_frame(conversation_id: str, event: Event) -> Frame | None:
         case Cancelled() if event.interrupted:
             return interrupted_frame(conversation_id, event.message_id, len(event.content))
         case Cancelled():
-            return {
+            frame: Frame = {
                 "type": "chat.cancelled",
                 "conversation": conversation_id,
                 "message": event.message_id,
                 "length": len(event.content),
             }
+            if event.code:  # stopped by staff, or abandoned: who and why
+                frame.update(code=event.code, detail=event.detail)
+            return frame
     return None
 
 
@@ -149,6 +153,13 @@ def saved_end_frame(conversation_id: str, reply: Message) -> Frame | None:
     match reply.status:
         case Message.Status.COMPLETE:
             return {"type": "chat.done", **about, "metrics": services.message_metrics(reply)}
+        case Message.Status.CANCELLED if reply.error_code:
+            return {
+                "type": "chat.cancelled",
+                **about,
+                "code": reply.error_code,
+                "detail": reply.error,
+            }
         case Message.Status.CANCELLED:
             return {"type": "chat.cancelled", **about}
         case Message.Status.FAILED | Message.Status.INTERRUPTED:

@@ -33,6 +33,21 @@ def failed_error(event: Failed, conversation_id: str | None) -> AppError:
     )
 
 
+def stopped_error(event: Cancelled, conversation_id: str | None) -> AppError:
+    """A generation stopped by staff, as the error a JSON request answers with (409: the
+    request was valid; someone ended it)."""
+    return AppError(
+        event.code,
+        event.detail,
+        409,
+        extra={
+            "conversation": conversation_id,
+            "message": event.message_id,
+            "partial_response": event.content,
+        },
+    )
+
+
 def sse_event(event: Event) -> dict[str, Any] | None:
     """One `data:` payload of POST /api/chat/stream/ for an event."""
     match event:
@@ -46,7 +61,11 @@ def sse_event(event: Event) -> dict[str, Any] | None:
                 "attachments": list(event.attachments),
             }
         case Queued():
-            return {"type": "queued", "position": event.position}
+            return {
+                "type": "queued",
+                "position": event.position,
+                "estimated_wait": event.estimated_wait,
+            }
         case Started():
             return {
                 "type": "status",
@@ -72,6 +91,14 @@ def sse_event(event: Event) -> dict[str, Any] | None:
                 "code": "interrupted",
                 "detail": INTERRUPTED_DETAIL,
                 "message": event.message_id,
+            }
+        case Cancelled() if event.code:  # stopped by staff, or abandoned: who and why
+            return {
+                "type": "status",
+                "status": "cancelled",
+                "message": event.message_id,
+                "code": event.code,
+                "detail": event.detail,
             }
         case Cancelled():
             return {"type": "status", "status": "cancelled", "message": event.message_id}

@@ -3,13 +3,10 @@
 A run iterates chat.services.generate() in its own task and publishes the events to the
 channel-layer group of its conversation; sockets come and go. Tokens are coalesced before
 publishing so that a fast model costs a bounded number of messages per second, and nothing
-waits for a reader: a slow client cannot slow the generation. A `chat.cancel` message sent to
-the conversation's control group (from any process) cancels the run, which closes the
-upstream response.
-
-Each process listens for cancels on one channel of its own, made like a consumer's
-(`new_channel()`): channels-redis serves all of a process's channels with one blocking pop,
-and a channel of another prefix would queue behind it for seconds.
+waits for a reader: a slow client cannot slow the generation. `cancel()` stops a run from any
+process: generate() can be cancelled by its conversation id wherever it runs (chat.cancels),
+which closes the upstream response. With `CHAT_CANCEL_ABANDONED`, a run that every socket
+has left gives its slot up to the users waiting (chat.abandon).
 """
 
 from __future__ import annotations
@@ -22,10 +19,9 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from chat import protocol, services
+from chat import abandon, cancels, protocol, services
 from chat.actions import ActionInput, prepare_action
 from chat.events import Cancelled, Done, Event, Failed, Started, Token
-from config.channel_layers import REJOIN_SECONDS, RedisChannelLayer, rejoin
 from core.errors import AppError
 
 logger = logging.getLogger(__name__)
@@ -40,8 +36,7 @@ def stream_group(conversation_id: str) -> str:
     return f"chat.stream.{conversation_id}"
 
 
-def control_group(conversation_id: str) -> str:
-    return f"chat.control.{conversation_id}"
+control_group = cancels.control_group
 
 
 class Run:
@@ -51,6 +46,7 @@ class Run:
         self.message_id: int | None = None
         self.layer = get_channel_layer()
         self.task: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
         self._pending = ""
         self._pending_offset = 0
         self._flusher: asyncio.Task | None = None
@@ -59,7 +55,10 @@ class Run:
         self.ended = False  # generate() yielded its last event
 
     def start(self) -> Run:
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._run())
+        if abandon.enabled():
+            self._watcher = loop.create_task(abandon.watch(self))
         return self
 
     async def _publish(self, frame: dict[str, Any]) -> None:
@@ -115,7 +114,6 @@ class Run:
             await self._publish(frame)
 
     async def _run(self) -> None:
-        listening = await _listener.add(self.conversation_id)
         events = services.generate(self.plan)
         try:
             async for event in events:
@@ -135,73 +133,11 @@ class Run:
                 )
             )
         finally:
+            if self._watcher is not None:
+                self._watcher.cancel()
             await events.aclose()
-            if listening:
-                await _listener.discard(self.conversation_id)
             if _runs.get(self.conversation_id) is self:
                 del _runs[self.conversation_id]
-
-
-class _CancelListener:
-    """This process's one channel for `chat.cancel` messages, on the running loop."""
-
-    def __init__(self) -> None:
-        self.channel: str | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def add(self, conversation_id: str) -> bool:
-        layer = get_channel_layer()
-        try:
-            if (
-                self.task is None
-                or self.task.done()
-                or self.task.get_loop() is not asyncio.get_running_loop()
-            ):
-                self.channel = await layer.new_channel()
-                self.task = asyncio.create_task(self._listen(self.channel), name="chat cancels")
-            assert self.channel is not None
-            await layer.group_add(control_group(conversation_id), self.channel)
-        except Exception:  # the run goes on; only a stop from another process cannot reach it
-            logger.warning("could not listen for cancels", exc_info=True)
-            return False
-        return True
-
-    async def discard(self, conversation_id: str) -> None:
-        if self.channel is None:
-            return
-        with contextlib.suppress(Exception):
-            await get_channel_layer().group_discard(control_group(conversation_id), self.channel)
-
-    async def _listen(self, channel: str) -> None:
-        # The layer's receive outlives a Redis restart (config.channel_layers); the groups do
-        # not, so they are joined again meanwhile.
-        layer = get_channel_layer()
-        keeper = (
-            asyncio.create_task(self._keep_joined(layer, channel))
-            if isinstance(layer, RedisChannelLayer)
-            else None
-        )
-        try:
-            while True:
-                message = await layer.receive(channel)
-                if message.get("type") == "chat.cancel":
-                    run = _runs.get(str(message.get("conversation")))
-                    if run is not None and run.task is not None:
-                        run.task.cancel()
-        finally:
-            if keeper is not None:
-                keeper.cancel()
-
-    async def _keep_joined(self, layer: Any, channel: str) -> None:
-        while True:
-            await asyncio.sleep(REJOIN_SECONDS)
-            try:
-                await rejoin(layer, channel, map(control_group, list(_runs)))
-            except Exception as exc:  # Redis is still away: next round
-                logger.info("cancel listener upkeep failed: %s", exc)
-
-
-_listener = _CancelListener()
 
 
 def start(plan: services.GenerationPlan) -> Run:
@@ -245,11 +181,9 @@ def local_run(conversation_id: str) -> Run | None:
 
 
 async def cancel(conversation_id: str) -> None:
-    """Cancel the run of a conversation, whichever process runs it."""
+    """Cancel the run of a conversation, whichever process runs it (the user's own stop)."""
     run = _runs.get(conversation_id)
     if run is not None and run.task is not None:
         run.task.cancel()
         return
-    await get_channel_layer().group_send(
-        control_group(conversation_id), {"type": "chat.cancel", "conversation": conversation_id}
-    )
+    await cancels.cancel(conversation_id)

@@ -260,6 +260,20 @@ class SimpleChatOutput(serializers.Serializer):
     conversation = serializers.UUIDField()
 
 
+class TokenUsageOutput(serializers.Serializer):
+    """Today's tokens against the daily budget (chat/budgets.py)."""
+
+    day = serializers.DateField(help_text="Today, in the server's TIME_ZONE.")
+    tokens = serializers.IntegerField(help_text="Tokens used today.")
+    budget = serializers.IntegerField(
+        allow_null=True, help_text="Tokens allowed per day; null: unlimited."
+    )
+    resets_at = serializers.DateTimeField(help_text="The next midnight, when the budget resets.")
+    fraction = serializers.FloatField(
+        allow_null=True, help_text="tokens / budget (may exceed 1); null: unlimited."
+    )
+
+
 class ModelOutput(serializers.Serializer):
     name = serializers.CharField()
     size = serializers.IntegerField(allow_null=True)

@@ -17,16 +17,18 @@ from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from chat import hosts, lifecycle, limits, selectors
+from accounts.models import User
+from accounts.selectors import queue_weight
+from chat import cancels, estimates, hosts, lifecycle, limits, selectors
 from chat.attachments import load_attachments, with_attachments
+from chat.claims import claimable, free_to_claim
 from chat.context import PastMessage, build_context, reply_reserve, title_from
 from chat.errors import ChatRequestError
 from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started, Token
-from chat.models import Conversation, Message, WebProcess
+from chat.models import Conversation, Message
 from chat.options import (
     InvalidOptions,
     check_keep_alive,
@@ -35,6 +37,7 @@ from chat.options import (
     validate_ollama_options,
 )
 from config import database
+from config import metrics as prometheus
 from config.exceptions import app_error_of, queue_unavailable
 from core.errors import AppError
 from core.gate import GateError, GateFull
@@ -68,6 +71,7 @@ class GenerationPlan:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     endpoint: Literal["chat", "generate"] = "chat"
     relay_every_chunk: bool = False  # also chunks without content (thinking, tool calls)
+    weight: int = 1  # the user's turns in the gate's queue (accounts.selectors.queue_weight)
     # A new conversation's id is chosen up front (a WebSocket joins its group before the first
     # event), but its row is created only with the user message, in one transaction.
     conversation_pk: UUID = field(default_factory=uuid4)
@@ -212,6 +216,7 @@ async def plan_generation(
     )
     client_options = merge(conversation.options if conversation else {}, options)
     host = await hosts.pick_host(chosen)
+    weight = await database.run(queue_weight, user_id)
     attached = await load_attachments(user_id, list(attachment_ids))
     if attached.images and not (await hosts.client_for(host).show(chosen)).supports_vision:
         raise ChatRequestError(
@@ -252,6 +257,7 @@ async def plan_generation(
         ollama_options=to_ollama(client_options),
         ollama_messages=context.messages,
         context=context.report.as_dict(),
+        weight=weight,
         **plan_fields,
     )
 
@@ -262,6 +268,7 @@ async def prepare_ollama_request(
     body: dict[str, Any],
     *,
     staff: bool = False,
+    source: str = Conversation.Source.OLLAMA,
 ) -> GenerationPlan:
     """A request of the Ollama-compatible proxy: the client's own messages and options, held to
     the rules of every transport (lengths, the options' bounds, keep_alive; `staff` may unload
@@ -271,6 +278,7 @@ async def prepare_ollama_request(
     await limits.check(user_id)
     model = body["model"]
     host = await hosts.pick_host(model)
+    weight = await database.run(queue_weight, user_id)
     if endpoint == "chat":
         messages = body.get("messages") or []
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
@@ -295,7 +303,7 @@ async def prepare_ollama_request(
         new_conversation={
             "title": title_from(user_content or model),
             "model": model,
-            "source": Conversation.Source.OLLAMA,
+            "source": source,
         },
         user_content=user_content,
         model=model,
@@ -303,6 +311,7 @@ async def prepare_ollama_request(
         client_options={},
         endpoint=endpoint,
         relay_every_chunk=True,
+        weight=weight,
         ollama_messages=messages,
         ollama_extra={key: body[key] for key in extra_keys if key in body},
         ollama_options=ollama_options,
@@ -404,6 +413,7 @@ class _Reply:
         self.length = len(prefix)
         self._flushed_length = len(prefix)
         self._last_flush = time.monotonic()
+        self.tokens = 0  # chunks with text streamed by this generation (streamed_tokens)
 
     @property
     def content(self) -> str:
@@ -413,6 +423,7 @@ class _Reply:
         offset = self.length
         self.parts.append(text)
         self.length += len(text)
+        self.tokens += 1
         return offset
 
     async def maybe_flush(self) -> None:
@@ -425,7 +436,7 @@ class _Reply:
         self._last_flush = now
         length = self.length
         try:
-            await database.run(_save_content, self.message_id, self.content)
+            await database.run(_save_content, self.message_id, self.content, self.tokens)
         except DatabaseError:
             logger.warning("could not save a streaming reply; the final save will", exc_info=True)
             return
@@ -434,6 +445,8 @@ class _Reply:
     async def finish(self, status: str, **fields: Any) -> None:
         """The final save; if the database is away, retried in the background until it is back
         (the client has its event already, and the text is kept in memory meanwhile)."""
+        cancels.closing(self.conversation_id)  # too late to stop it: this is its end
+        fields = {"streamed_tokens": self.tokens, **fields}
         args = (self.message_id, self.conversation_id, status, self.content, fields)
         try:
             await database.run(_save_final, *args)
@@ -465,8 +478,10 @@ async def _save_final_later(*args: Any) -> None:
             delay = min(delay * 2, 5.0)
 
 
-def _save_content(message_id: int, content: str) -> None:
-    Message.objects.filter(pk=message_id).update(content=content, updated_at=timezone.now())
+def _save_content(message_id: int, content: str, tokens: int = 0) -> None:
+    Message.objects.filter(pk=message_id).update(
+        content=content, streamed_tokens=tokens, updated_at=timezone.now()
+    )
 
 
 def _save_final(
@@ -490,38 +505,29 @@ def generation_running() -> ChatRequestError:
     )
 
 
-def _free_to_claim(now: Any) -> Q:
-    """Conversations no live generation holds: none started, its process died, or it is
-    older than CHAT_STALE_STREAMING_SECONDS (a holder that never let go)."""
-    dead_after = timedelta(seconds=settings.CHAT_HEARTBEAT_SECONDS * lifecycle.DEAD_AFTER_BEATS)
-    alive = WebProcess.objects.filter(heartbeat_at__gte=now - dead_after).values("pk")
-    stale = now - timedelta(seconds=settings.CHAT_STALE_STREAMING_SECONDS)
-    return (
-        Q(generating_since__isnull=True)
-        | Q(generating_since__lt=stale)
-        | (Q(generating_process__isnull=False) & ~Q(generating_process__in=alive))
-    )
-
-
-def claimable(conversation_id: Any) -> bool:
-    return Conversation.objects.filter(_free_to_claim(timezone.now()), pk=conversation_id).exists()
-
-
 async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
     """Run one generation: save, queue, stream, save. See README.md, "One generation service".
 
     Cancelling the task that iterates closes the upstream response (Ollama stops), saves the
     partial reply as `cancelled` (`interrupted` when the server is shutting down) and yields a
-    `Cancelled` event; the next step re-raises the cancellation. Closing this iterator does the
+    `Cancelled` event; the next step re-raises the cancellation (a stop with a reason, from
+    staff or for an abandoned generation, ends it normally instead: see chat.cancels, which
+    makes every generation cancellable by its conversation id). Closing this iterator does the
     same without the event (nobody is left to tell). Every other failure ends with a `Failed`
     event and a saved `failed` row: nothing escapes to the transport.
     """
-    with lifecycle.tracked():
+    async with cancels.tracked(plan):
         gate = hosts.get_gate()
         try:
-            reservation = await gate.reserve(plan.host).__aenter__()
+            reservation = await gate.reserve(
+                plan.host,
+                user=str(plan.user_id),
+                weight=plan.weight,
+                label=str(plan.conversation_pk),
+            ).__aenter__()
         except GateFull as exc:
             # Refused before anything was saved: the client can simply retry later.
+            _count(plan, "queue_full")
             yield Failed(
                 AppError(
                     "queue_full",
@@ -550,7 +556,12 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
                 str(plan.conversation_pk), user_message_id, plan.model, tuple(plan.attachments)
             )
             async for position in reservation.positions():
-                yield Queued(position)
+                yield Queued(
+                    position,
+                    await estimates.estimated_wait(
+                        plan.host, plan.model, position, gate.max_concurrency
+                    ),
+                )
 
             before = await asnapshot()
             if plan.continue_from is not None:
@@ -603,6 +614,8 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
             released = True
             # Reported as an event (rendered like the others), then honoured.
             yield cancelled
+            if cancelled.code:  # stopped by staff or abandoned (chat.cancels): its normal end
+                return
             raise
         except Exception as exc:
             if not isinstance(exc, OllamaError | GateError | ChatRequestError):
@@ -614,6 +627,7 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
                 await asyncio.shield(_release(reservation))
 
         if failure is not None:
+            _count(plan, "failed", queue_wait=reservation.queue_wait_seconds if reply else None)
             yield await _fail(plan, reply, failure)
             return
 
@@ -646,7 +660,34 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
             resources=resources,
             context=plan.context,
         )
+        _count(
+            plan,
+            "complete",
+            timings=timings,
+            ttft=None if plan.prior_ttft is not None else ttft,
+            queue_wait=reservation.queue_wait_seconds,
+        )
         yield Done(reply.message_id, reply.content, metrics, final.raw if final else {})
+
+
+def _count(
+    plan: GenerationPlan,
+    outcome: str,
+    *,
+    timings: Timings | None = None,
+    ttft: float | None = None,
+    queue_wait: float | None = None,
+) -> None:
+    """The generation's end, for /metrics (config.metrics)."""
+    prometheus.generation_ended(
+        model=plan.model,
+        host=plan.host,
+        outcome=outcome,
+        eval_count=timings.eval_count if timings else None,
+        prompt_eval_count=timings.prompt_eval_count if timings else None,
+        time_to_first_token=ttft,
+        queue_wait=queue_wait,
+    )
 
 
 async def _release(reservation: Any) -> None:
@@ -661,12 +702,17 @@ async def _save_cancelled(plan: GenerationPlan, reply: _Reply | None) -> Cancell
     `interrupted` when the server is stopping. A user message saved while still queued gets
     that empty reply too, so that no question is left without an answer row."""
     interrupted = lifecycle.interrupting()
+    _count(plan, "interrupted" if interrupted else "cancelled")
+    # Stopped by staff or abandoned by its sockets (chat.cancels): saved with who and why.
+    stop = None if interrupted else cancels.take_stop(plan.conversation_pk)
     message_id = reply.message_id if reply is not None else None
     if interrupted:
         status, fields = (
             Message.Status.INTERRUPTED,
             {"error_code": "interrupted", "error": lifecycle.INTERRUPTED_DETAIL},
         )
+    elif stop is not None:
+        status, fields = Message.Status.CANCELLED, {"error_code": stop.code, "error": stop.detail}
     else:
         status, fields = Message.Status.CANCELLED, {}
     try:
@@ -678,7 +724,13 @@ async def _save_cancelled(plan: GenerationPlan, reply: _Reply | None) -> Cancell
             message_id = await database.run(_create_reply, plan, status, completed=True, **fields)
     except Exception:
         logger.warning("could not save a cancelled reply", exc_info=True)
-    return Cancelled(message_id, reply.content if reply is not None else "", interrupted)
+    return Cancelled(
+        message_id,
+        reply.content if reply is not None else "",
+        interrupted,
+        code=stop.code if stop is not None else "",
+        detail=stop.detail if stop is not None else "",
+    )
 
 
 def _open_stream(plan: GenerationPlan):
@@ -696,11 +748,16 @@ def _save_user_message(plan: GenerationPlan) -> int | None:
     now = timezone.now()
     claim = {"generating_since": now, "generating_process": lifecycle.process_id()}
     with transaction.atomic():
+        if settings.CHAT_MAX_GENERATIONS_PER_USER:
+            # One user's claims one at a time (SQLite's IMMEDIATE transactions are already
+            # serial), so that requests sent at once cannot all pass the limit.
+            list(User.objects.select_for_update().filter(pk=plan.user_id).values_list("pk"))
+            limits.check_generations_now(plan.user_id)
         if plan.conversation is None:
             Conversation.objects.create(
                 pk=plan.conversation_pk, owner_id=plan.user_id, **plan.new_conversation, **claim
             )
-        elif not Conversation.objects.filter(_free_to_claim(now), pk=plan.conversation_pk).update(
+        elif not Conversation.objects.filter(free_to_claim(now), pk=plan.conversation_pk).update(
             updated_at=now, **claim
         ):
             # One generation per conversation: the check in prepare_chat() raced with another.

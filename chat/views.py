@@ -26,6 +26,7 @@ def index(request):
             "models": reverse("models"),
             "conversations": reverse("conversations"),
             "login": reverse("login"),
+            "usage": reverse("usage"),
             "home": reverse("home"),
             "websocket": "/ws/chat/",
             "uploads": reverse("uploads_api:list"),

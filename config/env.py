@@ -7,6 +7,7 @@ naming the variable, never fall back silently to a default.
 from __future__ import annotations
 
 import builtins
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -115,6 +116,17 @@ class Env:
         if value not in choices:
             raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value
+
+    def network(
+        self, name: builtins.str, value: builtins.str
+    ) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        """One network of a list setting, e.g. ``10.0.0.0/8`` or ``127.0.0.1``."""
+        try:
+            return ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {value!r} is not an IP network (e.g. 10.0.0.0/8 or 127.0.0.1)"
+            ) from None
 
     def rate(self, name: builtins.str, default: builtins.str) -> builtins.str:
         """A throttle rate in DRF's syntax: a positive count per s, min, hour or day."""

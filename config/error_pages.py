@@ -1,5 +1,6 @@
 """Django's own error answers (no view matched, or a view outside DRF failed) in the error
-contract's JSON under /api/ and in Ollama's shape under /ollama/; HTML pages elsewhere."""
+contract's JSON under /api/, in OpenAI's shape under /v1/ (and /ollama/v1/) and in Ollama's
+under /ollama/; HTML pages elsewhere."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
+
+from chat import openai_format
+from core.errors import AppError
 
 _CODES = {400: "bad_request", 403: "permission_denied", 404: "not_found", 500: "internal_error"}
 _DETAILS = {
@@ -21,6 +25,9 @@ _DETAILS = {
 def _json(request: HttpRequest, status: int) -> HttpResponse | None:
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": _DETAILS[status], "code": _CODES[status]}, status=status)
+    if request.path.startswith(("/v1/", "/ollama/v1/")):
+        error = AppError(_CODES[status], _DETAILS[status], status)
+        return JsonResponse(openai_format.error_body(error), status=status)
     if request.path.startswith("/ollama/"):
         return JsonResponse({"error": _DETAILS[status].rstrip(".").lower()}, status=status)
     return None
@@ -28,9 +35,9 @@ def _json(request: HttpRequest, status: int) -> HttpResponse | None:
 
 @csrf_exempt  # a 404 whatever the method: no view there to protect
 def unmatched(request: HttpRequest) -> HttpResponse:
-    """A path under /api/ or /ollama/ that no view serves."""
+    """A path under /api/, /ollama/ or /v1/ that no view serves."""
     response = _json(request, 404)
-    assert response is not None  # routed here for those two prefixes only
+    assert response is not None  # routed here for those prefixes only
     return response
 
 

@@ -5,14 +5,15 @@ Views document their successful answers and their own errors (e.g. 409 `generati
 what every view can answer by the way DRF and this project work is added here once:
 400 (bad input), 401 (no or bad credentials), 403 (not allowed, or a session request without
 its CSRF token), 404 (an unknown id in the path, a page past the end, a feature switched off),
-415 (a body of another media type), 429 (throttled) and 503 (the database or Redis is
-unavailable).
+415 (a body of another media type), 429 (throttled: also any request with an API key from an
+address that failed with keys too often) and 503 (the database or Redis is unavailable).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -28,11 +29,26 @@ class ErrorOutput(serializers.Serializer):
     retry_after = serializers.IntegerField(required=False)
 
 
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Personal API keys (accounts.authentication), sent like a JWT access token."""
+
+    target_class = "accounts.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "og_<id>_<secret> (a personal API key)",
+        }
+
+
 class AutoSchema(SpectacularAutoSchema):
     def _error_statuses(self) -> set[int]:
-        # A bad bearer token is refused (401) before permissions are even asked, and any path
-        # can name what does not exist or is switched off (404).
-        statuses = {400, 401, 404, 503}
+        # A bad bearer token is refused (401) before permissions are even asked, an API key
+        # from an address that failed with keys too often too (429), and any path can name what
+        # does not exist or is switched off (404).
+        statuses = {400, 401, 404, 429, 503}
         permissions = self.view.get_permissions()
         if not all(isinstance(p, AllowAny) for p in permissions):
             statuses.add(403)

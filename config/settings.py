@@ -79,6 +79,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.metrics.RequestMetricsMiddleware",  # first: it counts every answer, refusals too
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -295,6 +296,8 @@ SIMPLE_JWT = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Personal API keys (`og_…`) first, with their scope; any other bearer is a JWT.
+        "accounts.authentication.ApiKeyAuthentication",
         "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -333,7 +336,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS")
-CORS_URLS_REGEX = r"^/(api|ollama)/.*$"
+CORS_URLS_REGEX = r"^/(api|ollama|v1)/.*$"
 
 # --- Static and media -----------------------------------------------------------------------
 
@@ -412,6 +415,15 @@ OLLAMA_CONTEXT_LENGTH = env.int("OLLAMA_CONTEXT_LENGTH", 4096, minimum=256)
 OLLAMA_MAX_CONCURRENCY = env.int("OLLAMA_MAX_CONCURRENCY", 1, minimum=1)
 OLLAMA_MAX_QUEUE = env.int("OLLAMA_MAX_QUEUE", 32, minimum=0)
 OLLAMA_GATE_LEASE_SECONDS = env.float("OLLAMA_GATE_LEASE_SECONDS", 30.0, minimum=1.0)
+# "turns": the queue serves waiting users in turn (weighted by their priority); "fifo": in
+# arrival order, whoever sent them (kept for comparison: tests/bench/fair_queue.py).
+# Prometheus' /metrics: off (404) unless a bearer token or networks allowed to scrape are set;
+# with both, a scrape needs both. Networks are matched against the peer's address (REMOTE_ADDR).
+METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = [
+    env.network("METRICS_ALLOWED_NETWORKS", item) for item in env.list("METRICS_ALLOWED_NETWORKS")
+]
+OLLAMA_GATE_POLICY = env.choice("OLLAMA_GATE_POLICY", "turns", ("turns", "fifo"))
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", 32_000, minimum=1)
 # The /ollama/ proxy: all of a request's messages (or prompt, system and suffix) together.
 OLLAMA_PROXY_MAX_CHARS = env.int(
@@ -433,9 +445,17 @@ CHAT_STALE_STREAMING_SECONDS = env.int("CHAT_STALE_STREAMING_SECONDS", 900, mini
 CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", 2.0, minimum=0.1, maximum=60.0)
 # On SIGTERM: seconds running generations may take to finish before they are interrupted.
 CHAT_SHUTDOWN_GRACE_SECONDS = env.float("CHAT_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0)
+# Seconds after every socket following a WebSocket generation has gone before it is stopped
+# (kept as `cancelled`, code `abandoned`), when other users wait on its host (0: never).
+CHAT_CANCEL_ABANDONED = env.int("CHAT_CANCEL_ABANDONED", 0, minimum=0, maximum=86400)
 # Per user, on every transport (0: no limit).
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", 30, minimum=0)
 CHAT_MAX_GENERATIONS_PER_USER = env.int("CHAT_MAX_GENERATIONS_PER_USER", 3, minimum=0)
+# Tokens per user per calendar day of TIME_ZONE, on every transport (0: unlimited); a user's
+# own budget (the admin's "Limits") wins. Generated tokens (Ollama's eval_count), and with
+# CHAT_BUDGET_COUNTS_PROMPT the prompt's too (prompt_eval_count). See chat/budgets.py.
+CHAT_DAILY_TOKEN_BUDGET = env.int("CHAT_DAILY_TOKEN_BUDGET", 0, minimum=0)
+CHAT_BUDGET_COUNTS_PROMPT = env.bool("CHAT_BUDGET_COUNTS_PROMPT", False)
 # A backstop for the web processes' own sweeps: it also finds the replies of a web tier that
 # died entirely.
 CELERY_BEAT_SCHEDULE["chat-mark-interrupted"] = {

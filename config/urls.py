@@ -11,7 +11,8 @@ from drf_spectacular.views import (
 
 from accounts.views import admin_login
 from chat import views as chat_views
-from config import error_pages, health
+from config import error_pages, health, metrics_view
+from monitoring import views as monitoring_views
 
 
 def favicon(request):
@@ -31,16 +32,19 @@ urlpatterns = [
     path("favicon.ico", favicon),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
+    path("metrics", metrics_view.metrics, name="metrics"),
     path("accounts/", include("accounts.urls")),
     # One login form for the whole site, so that its throttle cannot be bypassed: the admin's
     # login URL (where the admin sends visitors not signed in) is answered by it, not the admin.
     path("admin/login/", admin_login),
+    path("admin/monitoring/now/", monitoring_views.now_admin, name="monitoring_now_admin"),
     path("admin/", admin.site.urls),
     path("api/auth/", include("accounts.api_urls")),
     path("api/", include("chat.api_urls")),
     path("api/uploads/", include("uploads.api_urls")),
     path("api/monitoring/", include("monitoring.api_urls")),
     path("ollama/", include("chat.proxy_urls")),
+    path("v1/", include("chat.openai_urls")),
     path("uploads/", include("uploads.urls")),
     path("monitoring/", include("monitoring.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -52,7 +56,7 @@ urlpatterns = [
     path("api/redoc/", docs_csp(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
     # Last: what nothing above matched under the APIs is their own 404, DEBUG or not (Django's
     # handler404 is not used while DEBUG shows its technical page).
-    re_path(r"^(?:api|ollama)/", error_pages.unmatched),
+    re_path(r"^(?:api|ollama|v1)/", error_pages.unmatched),
 ]
 
 handler400 = "config.error_pages.bad_request"

@@ -1,6 +1,7 @@
 """REST: the latest sample per host, bucketed time series and summaries (any logged-in user:
-every host is the operator's own machine), and the per-request figures of the chat with their
-throughput aggregates (staff: every user's requests; others: their own)."""
+every host is the operator's own machine), the per-request figures of the chat with their
+throughput aggregates (staff: every user's requests; others: their own), and who is on the GPU
+now, with staff's cancel (staff: everyone; others: their own entries and counts of the rest)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,22 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, serializers
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chat import cancels
 from chat.models import Message
-from monitoring.selectors import requests, samples
-from monitoring.serializers import LatestOutput
+from config.schema import ErrorOutput
+from monitoring.selectors import now, requests, samples
+from monitoring.serializers import LatestOutput, NowCancelInput, NowCancelOutput, NowOutput
 
 #: Without an explicit resolution the throughput series aims at about this many points.
 THROUGHPUT_POINTS = 120
@@ -572,3 +576,45 @@ class ThroughputView(APIView):
             request.user, _filters(request, data), resolution=data["resolution"]
         )
         return Response(ThroughputOutput(result).data)
+
+
+# --- who is on the GPU now --------------------------------------------------------------------
+
+
+class NowView(APIView):
+    """Per Ollama host, the generations running (user, model, since when, tokens so far,
+    tokens/s) and the queue in its order of service. Staff see every user's; everyone else their
+    own, and how many of other users' run and wait."""
+
+    @extend_schema(responses=NowOutput)
+    def get(self, request):
+        view = async_to_sync(now.full)()
+        return Response(
+            NowOutput(now.for_viewer(view, request.user.pk, request.user.is_staff)).data
+        )
+
+
+class NowCancelView(APIView):
+    """Staff: stop the generation of any user's conversation, running or queued, whichever
+    process and transport runs it. The reply is saved `cancelled` with the code
+    `stopped_by_staff`, and the user's client is told so. Answers once the stop is sent."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(
+        request=NowCancelInput,
+        responses={202: NowCancelOutput, 404: ErrorOutput, 409: ErrorOutput},
+    )
+    def post(self, request):
+        data = NowCancelInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        conversation = data.validated_data["conversation"]
+        here = async_to_sync(cancels.stop_by_staff)(conversation, request.user.email)
+        return Response(
+            {
+                "conversation": conversation,
+                "here": here,
+                "detail": "Stopped." if here else "The stop was sent to the process running it.",
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )

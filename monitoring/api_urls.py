@@ -8,4 +8,6 @@ urlpatterns = [
     path("summary/", api.SummaryView.as_view(), name="monitoring_summary"),
     path("requests/", api.RequestListView.as_view(), name="monitoring_requests"),
     path("throughput/", api.ThroughputView.as_view(), name="monitoring_throughput"),
+    path("now/", api.NowView.as_view(), name="monitoring_now"),
+    path("now/cancel/", api.NowCancelView.as_view(), name="monitoring_now_cancel"),
 ]

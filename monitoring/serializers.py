@@ -118,3 +118,65 @@ class LatestHostOutput(HostSampleOutput):
 class LatestOutput(serializers.Serializer):
     interval = serializers.FloatField(help_text="TELEMETRY_INTERVAL, seconds")
     hosts = LatestHostOutput(many=True)
+
+
+# --- who is on the GPU now (GET /api/monitoring/now/ and the socket's monitoring.now) --------
+
+
+class NowRunningOutput(serializers.Serializer):
+    conversation = serializers.UUIDField(allow_null=True)
+    message = serializers.IntegerField(
+        allow_null=True, help_text="the reply being written (null for the moment it is created)"
+    )
+    user = serializers.IntegerField(allow_null=True)
+    user_email = serializers.CharField()
+    model = serializers.CharField()
+    since = serializers.DateTimeField(help_text="when it got its slot")
+    seconds = serializers.FloatField(help_text="seconds since then")
+    tokens = serializers.IntegerField(help_text="tokens streamed so far (as of the last save)")
+    tokens_per_second = serializers.FloatField(
+        allow_null=True, help_text="tokens over the time from the slot to the last save"
+    )
+
+
+class NowQueuedOutput(serializers.Serializer):
+    conversation = serializers.UUIDField(allow_null=True)
+    user = serializers.IntegerField(allow_null=True)
+    user_email = serializers.CharField()
+    model = serializers.CharField()
+    since = serializers.DateTimeField(help_text="when it joined the queue")
+    waiting_seconds = serializers.FloatField()
+    position = serializers.IntegerField(help_text="1-based, in the order of service")
+    estimated_wait_seconds = serializers.FloatField(
+        allow_null=True, help_text="from the model's recent replies on the host; null: no history"
+    )
+
+
+class NowHostOutput(serializers.Serializer):
+    host = serializers.CharField(help_text="the Ollama URL")
+    max_concurrency = serializers.IntegerField()
+    max_queue = serializers.IntegerField()
+    running = NowRunningOutput(many=True)
+    queue = NowQueuedOutput(many=True)
+    others_running = serializers.IntegerField(
+        help_text="other users' running generations, not listed (0 for staff, who see all)"
+    )
+    others_queued = serializers.IntegerField(help_text="other users' queued requests, not listed")
+
+
+class NowOutput(serializers.Serializer):
+    at = serializers.DateTimeField(help_text="the server's time of this view")
+    staff = serializers.BooleanField(help_text="true: every user's entries are listed")
+    hosts = NowHostOutput(many=True)
+
+
+class NowCancelInput(serializers.Serializer):
+    conversation = serializers.UUIDField(help_text="the conversation whose generation to stop")
+
+
+class NowCancelOutput(serializers.Serializer):
+    conversation = serializers.UUIDField()
+    here = serializers.BooleanField(
+        help_text="true: stopped by this process; false: sent to the process that runs it"
+    )
+    detail = serializers.CharField()

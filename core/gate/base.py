@@ -55,14 +55,39 @@ def retry_after_hint(avg_hold_seconds: float | None, max_concurrency: int) -> in
     return max(1, math.ceil(avg_hold_seconds / max_concurrency))
 
 
+@dataclass(frozen=True, slots=True)
+class GateEntry:
+    """One reservation as a snapshot shows it."""
+
+    token: str
+    user: str  # the key the reservation was made for ("" for none)
+    label: str  # the caller's name for it (the chat: the conversation id)
+    since: float  # Unix time it joined the queue (waiting) or got its slot (holding)
+    position: int | None  # 1-based, in the order of service; None while holding
+
+
+@dataclass(frozen=True, slots=True)
+class GateSnapshot:
+    host: str
+    holding: tuple[GateEntry, ...]
+    waiting: tuple[GateEntry, ...]  # in the order they will be served, if nobody else comes
+    max_concurrency: int
+    max_queue: int
+
+
 @runtime_checkable
 class Gate(Protocol):
     max_concurrency: int
     max_queue: int
+    fair: bool
 
-    def reserve(self, host: str) -> Reservation: ...
+    def reserve(
+        self, host: str, *, user: str = "", weight: int = 1, label: str = ""
+    ) -> Reservation: ...
 
     async def stats(self, host: str) -> GateStats: ...
+
+    async def snapshot(self, host: str) -> GateSnapshot: ...
 
 
 class Reservation:
@@ -76,8 +101,11 @@ class Reservation:
     event loop that entered the reservation.
     """
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, *, user: str = "", weight: int = 1, label: str = "") -> None:
         self.host = host
+        self.user = user
+        self.weight = weight
+        self.label = label
         #: Seconds from ``__aenter__`` to holding the slot (0 if the slot was free at once).
         self.queue_wait_seconds: float = 0.0
         #: Generations in flight on the host (this one included) when this one got its slot.

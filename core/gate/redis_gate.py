@@ -4,12 +4,16 @@ Keys, per host (``{p}`` is ``<key_prefix>:{<host>}``, a Redis Cluster hash tag k
 keys together):
 
 ``{p}:holders``  sorted set, member = reservation token, score = lease expiry (server ms)
-``{p}:queue``    sorted set, member = token, score = ticket (``INCR {p}:seq``): the FIFO order
+``{p}:queue``    sorted set, member = zero-padded ticket (``INCR {p}:seq``) + token, score =
+                 the turn's tag (core.gate.turns): the order of service, ties by arrival
 ``{p}:waiting``  sorted set, member = token, score = waiter lease expiry (server ms)
 ``{p}:seq``      the ticket counter
-``{p}:meta``     hash: ``avg_hold_ms``, a moving average of hold times (for Retry-After), and
+``{p}:meta``     hash: ``avg_hold_ms``, a moving average of hold times (for Retry-After),
                  ``g:<token>``, the number in flight when a waiter was handed the slot (until
-                 that waiter's next poll reads it)
+                 that waiter's next poll reads it), and the turns' books: ``v`` (the virtual
+                 time), ``n:<user>`` and ``s:<user>`` (core.gate.turns.Turns)
+``{p}:info``     hash: token -> JSON ``{m: queue member, u: user, w: weight, l: label, t: since
+                 (server ms)}``, for every holder and waiter
 
 Every decision is one Lua script, so it is atomic, and every script first drops the holders and
 waiters whose lease has expired (by the server's clock, ``TIME``: clients' clocks never matter),
@@ -26,53 +30,149 @@ and a release can be sent even when the outcome of an interrupted call is unknow
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
 import uuid
 import weakref
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .base import GateFull, GateLost, GateStats, Reservation, retry_after_hint
+from .base import (
+    GateEntry,
+    GateFull,
+    GateLost,
+    GateSnapshot,
+    GateStats,
+    Reservation,
+    retry_after_hint,
+)
+from .turns import check_weight
 
 logger = logging.getLogger(__name__)
 
 _PRELUDE = """
-local holders, queue, waiting, seq, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local holders, queue, waiting, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, info = KEYS[5], KEYS[6]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local TURN = 2520  -- core.gate.turns.TURN
 
-local function purge()
+local function num(value)
+  if not value then return 0 end
+  return tonumber(value)
+end
+
+local function getinfo(token)
+  local raw = redis.call('HGET', info, token)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function putinfo(token, record)
+  redis.call('HSET', info, token, cjson.encode(record))
+end
+
+-- core.gate.turns.Turns, in the same whole numbers
+local function arrive(user, weight, fair)
+  if fair ~= 1 then return 0 end
+  local vtime = num(redis.call('HGET', meta, 'v'))
+  local tag = math.max(vtime, num(redis.call('HGET', meta, 'n:' .. user)))
+  redis.call('HSET', meta, 'n:' .. user, tag + math.floor(TURN / weight))
+  return tag
+end
+
+local function served(user, weight, tag, fair)
+  if fair ~= 1 then return end
+  if tag > num(redis.call('HGET', meta, 'v')) then redis.call('HSET', meta, 'v', tag) end
+  redis.call('HSET', meta, 's:' .. user, tag + math.floor(TURN / weight))
+end
+
+local function retag(user, fair)
+  if fair ~= 1 then return end
+  local vtime = num(redis.call('HGET', meta, 'v'))
+  local tag = math.max(vtime, num(redis.call('HGET', meta, 's:' .. user)))
+  local members = redis.call('ZRANGE', queue, 0, -1)
+  table.sort(members)  -- arrival order: a member starts with its zero-padded ticket
+  for _, member in ipairs(members) do
+    local record = getinfo(string.sub(member, 17))
+    if record and record.u == user then
+      redis.call('ZADD', queue, tag, member)
+      tag = tag + math.floor(TURN / record.w)
+    end
+  end
+  redis.call('HSET', meta, 'n:' .. user, tag)
+end
+
+local function forget_idle()
+  local v = num(redis.call('HGET', meta, 'v'))
+  local fields = redis.call('HGETALL', meta)
+  for i = 1, #fields, 2 do
+    local kind = string.sub(fields[i], 1, 2)
+    if (kind == 'n:' or kind == 's:') and tonumber(fields[i + 1]) <= v then
+      redis.call('HDEL', meta, fields[i])
+    end
+  end
+end
+
+-- a waiter leaves before its turn; the user's later requests keep their places
+local function drop_queued(token, fair)
+  local record = getinfo(token)
+  redis.call('ZREM', waiting, token)
+  redis.call('HDEL', info, token)
+  if record and record.m and redis.call('ZREM', queue, record.m) == 1 then
+    retag(record.u, fair)
+  end
+end
+
+local function purge(fair)
   local expired = redis.call('ZRANGEBYSCORE', holders, '-inf', now)
   for _, token in ipairs(expired) do
     redis.call('ZREM', holders, token)
     redis.call('HDEL', meta, 'g:' .. token)
+    redis.call('HDEL', info, token)
   end
   local dead = redis.call('ZRANGEBYSCORE', waiting, '-inf', now)
   for _, token in ipairs(dead) do
-    redis.call('ZREM', queue, token)
-    redis.call('ZREM', waiting, token)
+    drop_queued(token, fair)
   end
 end
 
 -- hand free slots to the head of the queue, noting for each how many were in flight then
 -- (until it polls); returns the number of holders
-local function promote(maxc, lease)
+local function promote(maxc, lease, fair)
   local n = redis.call('ZCARD', holders)
   while n < maxc do
-    local head = redis.call('ZRANGE', queue, 0, 0)
+    local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
     if #head == 0 then break end
+    local token = string.sub(head[1], 17)
     redis.call('ZREM', queue, head[1])
-    redis.call('ZREM', waiting, head[1])
-    redis.call('ZADD', holders, now + lease, head[1])
+    redis.call('ZREM', waiting, token)
+    redis.call('ZADD', holders, now + lease, token)
     n = n + 1
-    redis.call('HSET', meta, 'g:' .. head[1], n)
+    redis.call('HSET', meta, 'g:' .. token, n)
+    local record = getinfo(token)
+    if record then
+      served(record.u, record.w, tonumber(head[2]), fair)
+      record.m = nil
+      record.t = now
+      putinfo(token, record)
+    end
   end
   return n
+end
+
+local function position(token)
+  local record = getinfo(token)
+  if not record or not record.m then return nil end
+  local rank = redis.call('ZRANK', queue, record.m)
+  if rank then return rank + 1 end
+  return nil
 end
 
 local function touch(ttl)
@@ -82,7 +182,7 @@ local function touch(ttl)
 end
 """
 
-# ARGV: token, max_concurrency, max_queue, lease_ms, ttl_ms
+# ARGV: token, max_concurrency, max_queue, lease_ms, ttl_ms, user, weight, label, fair (1|0)
 # -> {0, in_flight} holding | {position, in_flight} queued | {-1, queued, avg_hold_ms} full
 _ENTER = (
     _PRELUDE
@@ -90,34 +190,39 @@ _ENTER = (
 local token = ARGV[1]
 local maxc, maxq = tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-purge()
-local n = promote(maxc, lease)
+local user, weight, label, fair = ARGV[6], tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+purge(fair)
+local n = promote(maxc, lease, fair)
 if redis.call('ZSCORE', holders, token) then   -- a retried call that already got in
   return {0, n}
 end
-local rank = redis.call('ZRANK', queue, token)
-if rank then
-  return {rank + 1, n}
+local place = position(token)
+if place then
+  return {place, n}
 end
 local q = redis.call('ZCARD', queue)
 if q == 0 and n < maxc then
+  served(user, weight, arrive(user, weight, fair), fair)
   redis.call('ZADD', holders, now + lease, token)
+  putinfo(token, {u = user, w = weight, l = label, t = now})
   touch(ttl)
   return {0, n + 1}
 end
 if q >= maxq then
   return {-1, q, tonumber(redis.call('HGET', meta, 'avg_hold_ms') or '-1')}
 end
-local ticket = redis.call('INCR', seq)
-redis.call('ZADD', queue, ticket, token)
+local tag = arrive(user, weight, fair)
+local member = string.format('%016d', redis.call('INCR', seq)) .. token
+redis.call('ZADD', queue, tag, member)
 redis.call('ZADD', waiting, now + lease, token)
+putinfo(token, {m = member, u = user, w = weight, l = label, t = now})
 touch(ttl)
-return {q + 1, n}
+return {redis.call('ZRANK', queue, member) + 1, n}
 """
 )
 
 # Both the waiter's poll and the holder's heartbeat.
-# ARGV: token, max_concurrency, lease_ms, ttl_ms
+# ARGV: token, max_concurrency, lease_ms, ttl_ms, fair
 # -> {0, in_flight} holding (lease renewed) | {position, in_flight} queued (lease renewed)
 #    | {-2, in_flight} neither: the lease expired
 _POLL = (
@@ -125,8 +230,9 @@ _POLL = (
     + """
 local token = ARGV[1]
 local maxc, lease, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-purge()
-local n = promote(maxc, lease)
+local fair = tonumber(ARGV[5])
+purge(fair)
+local n = promote(maxc, lease, fair)
 if redis.call('ZSCORE', holders, token) then
   redis.call('ZADD', holders, 'XX', now + lease, token)
   touch(ttl)
@@ -137,47 +243,76 @@ if redis.call('ZSCORE', holders, token) then
   end
   return {0, n}
 end
-local rank = redis.call('ZRANK', queue, token)
-if rank then
+local place = position(token)
+if place then
   redis.call('ZADD', waiting, 'XX', now + lease, token)
   touch(ttl)
-  return {rank + 1, n}
+  return {place, n}
 end
 return {-2, n}
 """
 )
 
-# ARGV: token, max_concurrency, lease_ms, ttl_ms, held_ms (-1 if it never held the slot)
+# ARGV: token, max_concurrency, lease_ms, ttl_ms, held_ms (-1 if it never held the slot), fair
 # -> 1 if it was holding the slot, 0 otherwise
 _RELEASE = (
     _PRELUDE
     + """
 local token = ARGV[1]
 local maxc, lease, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local held_ms = tonumber(ARGV[5])
+local held_ms, fair = tonumber(ARGV[5]), tonumber(ARGV[6])
 local was = redis.call('ZREM', holders, token)
-redis.call('ZREM', queue, token)
-redis.call('ZREM', waiting, token)
 redis.call('HDEL', meta, 'g:' .. token)
+if was == 1 then
+  redis.call('HDEL', info, token)
+else
+  drop_queued(token, fair)
+end
 if was == 1 and held_ms >= 0 then
   local avg = tonumber(redis.call('HGET', meta, 'avg_hold_ms') or '-1')
   if avg < 0 then avg = held_ms else avg = 0.8 * avg + 0.2 * held_ms end
   redis.call('HSET', meta, 'avg_hold_ms', math.floor(avg))
 end
-purge()
-promote(maxc, lease)
+purge(fair)
+promote(maxc, lease, fair)
+if redis.call('ZCARD', queue) == 0 then
+  forget_idle()
+end
 touch(ttl)
 return was
 """
 )
 
-# ARGV: max_concurrency, lease_ms -> {in_flight, queued}
+# ARGV: max_concurrency, lease_ms, fair -> {in_flight, queued}
 _STATS = (
     _PRELUDE
     + """
-purge()
-local n = promote(tonumber(ARGV[1]), tonumber(ARGV[2]))
+local fair = tonumber(ARGV[3])
+purge(fair)
+local n = promote(tonumber(ARGV[1]), tonumber(ARGV[2]), fair)
 return {n, redis.call('ZCARD', queue)}
+"""
+)
+
+# ARGV: max_concurrency, lease_ms, fair
+# -> {{token, record, ...} holding, {token, record, ...} waiting in the order of service}
+_SNAPSHOT = (
+    _PRELUDE
+    + """
+local fair = tonumber(ARGV[3])
+purge(fair)
+promote(tonumber(ARGV[1]), tonumber(ARGV[2]), fair)
+local holding, waiting_now = {}, {}
+for _, token in ipairs(redis.call('ZRANGE', holders, 0, -1)) do
+  table.insert(holding, token)
+  table.insert(holding, redis.call('HGET', info, token) or '{}')
+end
+for _, member in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+  local token = string.sub(member, 17)
+  table.insert(waiting_now, token)
+  table.insert(waiting_now, redis.call('HGET', info, token) or '{}')
+end
+return {holding, waiting_now}
 """
 )
 
@@ -207,6 +342,7 @@ class _Conn:
         self.poll = self.client.register_script(_POLL)
         self.release = self.client.register_script(_RELEASE)
         self.stats = self.client.register_script(_STATS)
+        self.snapshot = self.client.register_script(_SNAPSHOT)
 
 
 class RedisGate:
@@ -225,6 +361,8 @@ class RedisGate:
         key_prefix: str = "gate",
         poll_interval: float = 0.05,
         client_options: dict[str, Any] | None = None,
+        *,
+        fair: bool = True,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -236,6 +374,8 @@ class RedisGate:
         self.client_options = dict(client_options or {})
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
+        self.fair = fair
+        self._fair_arg = 1 if fair else 0
         self.lease_seconds = lease_seconds
         self.key_prefix = key_prefix
         self.poll_interval = poll_interval
@@ -258,14 +398,16 @@ class RedisGate:
 
     def keys(self, host: str) -> list[str]:
         base = f"{self.key_prefix}:{{{host}}}"
-        return [f"{base}:{name}" for name in ("holders", "queue", "waiting", "seq", "meta")]
+        return [f"{base}:{name}" for name in ("holders", "queue", "waiting", "seq", "meta", "info")]
 
-    def reserve(self, host: str) -> RedisReservation:
-        return RedisReservation(self, host)
+    def reserve(
+        self, host: str, *, user: str = "", weight: int = 1, label: str = ""
+    ) -> RedisReservation:
+        return RedisReservation(self, host, user=user, weight=check_weight(weight), label=label)
 
     async def stats(self, host: str) -> GateStats:
         in_flight, queued = await self._connection().stats(
-            keys=self.keys(host), args=[self.max_concurrency, self.lease_ms]
+            keys=self.keys(host), args=[self.max_concurrency, self.lease_ms, self._fair_arg]
         )
         return GateStats(
             host=host,
@@ -275,14 +417,39 @@ class RedisGate:
             max_queue=self.max_queue,
         )
 
+    async def snapshot(self, host: str) -> GateSnapshot:
+        holding, waiting = await self._connection().snapshot(
+            keys=self.keys(host), args=[self.max_concurrency, self.lease_ms, self._fair_arg]
+        )
+        return GateSnapshot(
+            host=host,
+            holding=tuple(_entries(holding, positions=False)),
+            waiting=tuple(_entries(waiting, positions=True)),
+            max_concurrency=self.max_concurrency,
+            max_queue=self.max_queue,
+        )
+
     def _keep(self, task: asyncio.Task[Any]) -> None:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
 
+def _entries(flat: list[Any], *, positions: bool) -> Iterator[GateEntry]:
+    for index in range(0, len(flat), 2):
+        token = flat[index].decode() if isinstance(flat[index], bytes) else str(flat[index])
+        record = json.loads(flat[index + 1])
+        yield GateEntry(
+            token=token,
+            user=str(record.get("u", "")),
+            label=str(record.get("l", "")),
+            since=float(record.get("t", 0)) / 1000,
+            position=index // 2 + 1 if positions else None,
+        )
+
+
 class RedisReservation(Reservation):
-    def __init__(self, gate: RedisGate, host: str) -> None:
-        super().__init__(host)
+    def __init__(self, gate: RedisGate, host: str, *, user: str, weight: int, label: str) -> None:
+        super().__init__(host, user=user, weight=weight, label=label)
         self._gate = gate
         self._keys = gate.keys(host)
         self.token = uuid.uuid4().hex
@@ -296,7 +463,17 @@ class RedisReservation(Reservation):
         try:
             result = await self._conn.enter(
                 keys=self._keys,
-                args=[self.token, gate.max_concurrency, gate.max_queue, gate.lease_ms, gate.ttl_ms],
+                args=[
+                    self.token,
+                    gate.max_concurrency,
+                    gate.max_queue,
+                    gate.lease_ms,
+                    gate.ttl_ms,
+                    self.user,
+                    self.weight,
+                    self.label,
+                    gate._fair_arg,
+                ],
             )
         except BaseException:
             # The script may have run even though its answer never came: release by token.
@@ -351,7 +528,14 @@ class RedisReservation(Reservation):
         try:
             await conn.release(
                 keys=self._keys,
-                args=[self.token, gate.max_concurrency, gate.lease_ms, gate.ttl_ms, held_ms],
+                args=[
+                    self.token,
+                    gate.max_concurrency,
+                    gate.lease_ms,
+                    gate.ttl_ms,
+                    held_ms,
+                    gate._fair_arg,
+                ],
             )
         except RedisError as error:
             logger.warning(
@@ -381,7 +565,13 @@ class RedisReservation(Reservation):
             try:
                 result = await conn.poll(
                     keys=self._keys,
-                    args=[self.token, gate.max_concurrency, gate.lease_ms, gate.ttl_ms],
+                    args=[
+                        self.token,
+                        gate.max_concurrency,
+                        gate.lease_ms,
+                        gate.ttl_ms,
+                        gate._fair_arg,
+                    ],
                 )
             except RedisError as error:
                 if not self.held and time.monotonic() - last_ok > gate.lease_seconds:

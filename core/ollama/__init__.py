@@ -25,6 +25,7 @@ from core.ollama.errors import (
 from core.ollama.streams import RawStream, ResponseStream
 from core.ollama.types import (
     ChatChunk,
+    EmbedResult,
     GenerateChunk,
     LocalModel,
     ModelDetails,
@@ -35,6 +36,7 @@ from core.ollama.types import (
 
 __all__ = [
     "ChatChunk",
+    "EmbedResult",
     "GenerateChunk",
     "LocalModel",
     "ModelDetails",

@@ -36,6 +36,7 @@ from core.ollama.errors import (
 from core.ollama.streams import RawStream, RawStreamOpener, ResponseStream
 from core.ollama.types import (
     ChatChunk,
+    EmbedResult,
     GenerateChunk,
     LocalModel,
     ModelShow,
@@ -449,6 +450,31 @@ class OllamaClient:
         if not isinstance(data, dict):
             raise OllamaProtocolError(f"Ollama at {self.host} sent no model info", host=self.host)
         return ModelShow.from_response(data)
+
+    async def embed(
+        self,
+        model: str,
+        input: str | Sequence[str],
+        *,
+        truncate: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: KeepAlive | None = None,
+        dimensions: int | None = None,
+    ) -> EmbedResult:
+        """POST /api/embed: one vector per input (a single string is one input)."""
+        body = _drop_none(
+            model=model,
+            input=input if isinstance(input, str) else list(input),
+            truncate=truncate,
+            options=dict(options) if options is not None else None,
+            keep_alive=keep_alive,
+            dimensions=dimensions,
+        )
+        data = await self._request_json("POST", "/api/embed", body, model=model)
+        try:
+            return EmbedResult.from_response(data)
+        except ValueError as exc:
+            raise OllamaProtocolError(f"Ollama at {self.host}: {exc}", host=self.host) from exc
 
     def pull(self, model: str, *, insecure: bool | None = None) -> ResponseStream[dict[str, Any]]:
         """Stream /api/pull progress dicts; the last is `{"status": "success"}`."""

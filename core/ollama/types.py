@@ -298,6 +298,39 @@ def parse_ps(payload: Any) -> tuple[list[RunningModel], int]:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbedResult:
+    """/api/embed: one vector per input, in order, with Ollama's figures (`timings` carries
+    total_duration, load_duration and prompt_eval_count; an embedding generates nothing)."""
+
+    model: str
+    embeddings: list[list[float]]
+    timings: Timings | None
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def prompt_eval_count(self) -> int | None:
+        return self.timings.prompt_eval_count if self.timings else None
+
+    @classmethod
+    def from_response(cls, data: Any) -> EmbedResult:
+        """Raises ValueError when `data` is not an /api/embed answer."""
+        vectors = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(vectors, list) or not all(
+            isinstance(vector, list)
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector)
+            for vector in vectors
+        ):
+            raise ValueError('not an Ollama /api/embed answer (no "embeddings" list of vectors)')
+        assert isinstance(data, dict)
+        return cls(
+            model=str(data.get("model") or ""),
+            embeddings=[[float(x) for x in vector] for vector in vectors],
+            timings=Timings.from_response(data),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ModelShow:
     """/api/show: a model's modelfile, template, parameters, metadata and capabilities."""
 
@@ -343,6 +376,7 @@ class ModelShow:
 
 __all__ = [
     "ChatChunk",
+    "EmbedResult",
     "GenerateChunk",
     "LocalModel",
     "ModelDetails",

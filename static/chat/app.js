@@ -39,6 +39,7 @@
     messages: $("messages"),
     emptyChat: $("empty-chat"),
     status: $("chat-status"),
+    usage: $("usage-note"),
     composer: $("composer"),
     prompt: $("prompt"),
     send: $("send"),
@@ -176,6 +177,12 @@
     return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : null;
   }
 
+  // A queue's estimated wait: "12 s", "3 min".
+  function formatWait(seconds) {
+    if (seconds < 60) return `${Math.max(1, Math.round(seconds))} s`;
+    return `${Math.round(seconds / 60)} min`;
+  }
+
   function formatSize(bytes) {
     if (typeof bytes !== "number") return "";
     const gb = bytes / 1e9;
@@ -205,6 +212,56 @@
     dom.status.hidden = !text;
   }
 
+  // ------------------------------------------------------------------ daily token budget
+
+  // Said from this share of the day's budget on (GET /api/auth/me/ `usage`).
+  const USAGE_WARN_FRACTION = 0.8;
+
+  function formatCount(value) {
+    return Number(value).toLocaleString("en-US");
+  }
+
+  // "00:00": when the budget resets, on the reader's own clock.
+  function formatClock(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "midnight";
+    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  }
+
+  function budgetExhaustedText(frame) {
+    const budget = typeof frame.budget === "number" ? ` of ${formatCount(frame.budget)} tokens` : "";
+    const when = frame.resets_at ? ` at ${formatClock(frame.resets_at)}` : "";
+    return `You have used today's budget${budget}. It resets${when}: you can chat again then.`;
+  }
+
+  // `usage`: {tokens, budget, resets_at, fraction}; a note only from 80 % of a budget on.
+  // data-state says what was last shown: "unlimited", "below", "warn" or "exhausted".
+  function showUsage(usage) {
+    if (!usage || usage.fraction == null || usage.fraction < USAGE_WARN_FRACTION) {
+      dom.usage.hidden = true;
+      dom.usage.textContent = "";
+      dom.usage.classList.remove("exhausted");
+      dom.usage.dataset.state = usage && usage.fraction != null ? "below" : "unlimited";
+      return;
+    }
+    const percent = Math.min(100, Math.floor(usage.fraction * 100));
+    const exhausted = usage.tokens >= usage.budget;
+    dom.usage.dataset.state = exhausted ? "exhausted" : "warn";
+    dom.usage.textContent = exhausted
+      ? `You have used all of today's ${formatCount(usage.budget)} tokens; the budget resets at ${formatClock(usage.resets_at)}.`
+      : `You have used ${percent} % of today's ${formatCount(usage.budget)} tokens; resets at ${formatClock(usage.resets_at)}.`;
+    dom.usage.classList.toggle("exhausted", exhausted);
+    dom.usage.hidden = false;
+  }
+
+  async function loadUsage() {
+    try {
+      showUsage(await api(urls.usage));
+    } catch (e) {
+      // Only a notice: the chat works without it.
+    }
+  }
+
   // ------------------------------------------------------------------ error texts
 
   function seconds(value) {
@@ -226,6 +283,8 @@
         return `Ollama is busy. Try again in ${seconds(frame.retry_after)}.`;
       case "rate_limited":
         return `You are sending messages too quickly. Try again in ${seconds(frame.retry_after)}.`;
+      case "budget_exhausted":
+        return budgetExhaustedText(frame);
       case "too_many_generations":
         return "You already have replies being generated: wait for one to finish, or stop it.";
       case "ollama_timeout":
@@ -1291,7 +1350,8 @@
         return onAccepted(frame);
       case "chat.queued":
         if (belongsToGen(frame) && state.gen.accepted) {
-          const text = `Waiting in the queue: position ${frame.position}`;
+          const wait = frame.estimated_wait == null ? "" : `, about ${formatWait(frame.estimated_wait)}`;
+          const text = `Waiting in the queue: position ${frame.position}${wait}`;
           state.gen.view.setNote(text, "queued");
           setStatus(text);
         }
@@ -1422,12 +1482,15 @@
     if (gen.text || status === "complete") gen.view.render(gen.text);
     else gen.view.render("");
     gen.view.finish(status, frame.metrics || null, null);
-    if (status === "cancelled" && !gen.text) gen.view.setNote("Stopped before any text.", "muted");
+    // Stopped by someone else (staff, or abandoned): the server says who and why.
+    if (status === "cancelled" && frame.detail) gen.view.setNote(frame.detail, "muted");
+    else if (status === "cancelled" && !gen.text) gen.view.setNote("Stopped before any text.", "muted");
     endGeneration();
     scrollToBottom(false);
     refreshConversationsSoon();
     if (gen.kind === "regenerate" || gen.kind === "edit") refreshBranch();
     if (status === "complete") loadModels(); // the model is loaded now
+    loadUsage(); // the reply's tokens count against today's budget
   }
 
   const ATTACHMENT_CODES = new Set([
@@ -1477,6 +1540,7 @@
       }
       showBanner(text, "error");
       dom.banner.dataset.code = frame.code || "";
+      if (frame.code === "budget_exhausted") loadUsage();
       if (frame.code === "generation_running" && state.current) {
         // Someone else's reply runs here (another tab, the API): follow it, so that it can be
         // seen, and stopped.
@@ -1491,6 +1555,7 @@
     gen.view.finish(frame.code === "interrupted" ? "interrupted" : "failed", null, text);
     gen.view.root.dataset.code = frame.code || "";
     endGeneration();
+    loadUsage(); // a failed reply's tokens count too
     if (gen.kind === "regenerate" || gen.kind === "edit") refreshBranch();
   }
 
@@ -2185,6 +2250,7 @@
   socket.connect();
   loadModels();
   loadConversations(false);
+  loadUsage();
   const initial = new URL(window.location.href).searchParams.get("c");
   if (initial) openConversation(initial);
   else renderHeader();

@@ -28,6 +28,7 @@ PAGES = {
     "/monitoring/": "main",
     "/accounts/password/": "form",
     "/admin/": "#content",
+    "/admin/monitoring/now/": "#now-panel .now-host",
     "/admin/accounts/user/": "#result_list",
     "/admin/accounts/user/{user_id}/change/": "#user_form",
     "/api/auth/me/": ".response-info",

@@ -49,6 +49,7 @@ def test_two_daphne_processes_never_exceed_one_generation(
         "OLLAMA_DEFAULT_MODEL": "llama3.2:3b",
         "REDIS_URL": redis_url,
         "OLLAMA_MAX_CONCURRENCY": "1",
+        "CHAT_MAX_GENERATIONS_PER_USER": "0",  # one user sends all six: the gate is the test
     }
     with DaphneServer("daphne-a", **env) as first, DaphneServer("daphne-b", **env) as second:
         headers = bearer(user)

@@ -72,11 +72,11 @@ async def test_a_failed_flush_loses_nothing(alice, ollama, monkeypatch, settings
     real = services._save_content
     failures: list[str] = []
 
-    def flaky(message_id, content):
+    def flaky(message_id, content, *rest):
         if not failures:
             failures.append(content)
             raise OperationalError("the database went away")
-        real(message_id, content)
+        real(message_id, content, *rest)
 
     monkeypatch.setattr(services, "_save_content", flaky)
     communicator = await connect(alice)
@@ -125,7 +125,7 @@ class _BrokenGate:
     max_concurrency = 1
     max_queue = 1
 
-    def reserve(self, host):
+    def reserve(self, host, **owner):
         class Reservation:
             async def __aenter__(self):
                 raise RedisConnectionError("Connection refused")

@@ -4,12 +4,14 @@
 
 Config: url, prefix (gate key prefix), host, max_concurrency, lease, hold (seconds, or -1 to
 hold until killed), id, skew (seconds added to this process's time.time(): the gate must not
-care).
+care), user and weight (the turn's owner; optional).
 
 Protocol, to keep the arrival order under the test's control: the worker waits for its turn
 (``BLPOP <prefix>:turn:<id>``), joins the queue and prints ``{"event": "entered", ...}``; once it
 holds the slot it prints ``{"event": "held", ...}``, waits until ``<prefix>:go`` exists, keeps
-the slot ``hold`` seconds and prints ``{"event": "done", "start": ..., "end": ...}``. Times are
+the slot ``hold`` seconds and prints ``{"event": "done", "start": ..., "end": ...}``. The
+``held`` event carries ``rank``, its place among all the workers that got the slot
+(``INCR <prefix>:order``): the order of service as Redis saw it, not by anyone's clock. Times are
 CLOCK_REALTIME, which ``skew`` does not touch. ``<prefix>:current`` counts the holders as the
 workers see them.
 """
@@ -53,11 +55,15 @@ async def main(config: dict) -> None:
     )
     emit(event="ready", id=config["id"])
     await client.blpop([f"{prefix}:turn:{config['id']}"], timeout=30)
-    async with gate.reserve(config["host"]) as r:
+    reservation = gate.reserve(
+        config["host"], user=config.get("user", ""), weight=config.get("weight", 1)
+    )
+    async with reservation as r:
         emit(event="entered", id=config["id"], position=r.position or 0, at=wall())
         positions = [p async for p in r.positions()]
         start = wall()
         concurrent = await client.incr(f"{prefix}:current")
+        rank = await client.incr(f"{prefix}:order")
         emit(
             event="held",
             id=config["id"],
@@ -65,6 +71,7 @@ async def main(config: dict) -> None:
             positions=positions,
             in_flight=r.in_flight_at_start,
             concurrent=concurrent,
+            rank=rank,
         )
         while not await client.exists(f"{prefix}:go"):
             await asyncio.sleep(0.01)

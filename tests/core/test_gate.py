@@ -10,8 +10,7 @@ import signal
 import sys
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ HOST = "http://ollama-a:11434"
 _redis_down: str | None = None
 
 
-def _require_redis() -> None:
+def require_redis() -> None:
     global _redis_down
     if _redis_down is None:
         try:
@@ -48,32 +47,7 @@ def _require_redis() -> None:
         pytest.skip(_redis_down)
 
 
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A unique key prefix on the test Redis; every key under it is deleted afterwards."""
-    _require_redis()
-    prefix = f"test-gate-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = aioredis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 GateFactory = Callable[..., Gate]
-
-
-@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
-def make_gate(request: pytest.FixtureRequest) -> GateFactory:
-    if request.param == "local":
-        return lambda max_concurrency=1, max_queue=32: LocalGate(max_concurrency, max_queue)
-    prefix = request.getfixturevalue("redis_prefix")
-
-    def factory(max_concurrency: int = 1, max_queue: int = 32) -> Gate:
-        return RedisGate(REDIS_URL, max_concurrency, max_queue, lease_seconds=30, key_prefix=prefix)
-
-    return factory
 
 
 async def stats_of(gate: Gate, host: str = HOST) -> tuple[int, int]:
@@ -531,6 +505,8 @@ async def spawn_workers(
     lease: float,
     hold: float,
     skews: list[int] | None = None,
+    users: list[str] | None = None,
+    weights: list[int] | None = None,
 ) -> list[Worker]:
     workers = []
     for ident in range(count):
@@ -543,6 +519,8 @@ async def spawn_workers(
             "hold": hold,
             "id": ident,
             "skew": (skews or [0] * count)[ident],
+            "user": (users or [""] * count)[ident],
+            "weight": (weights or [1] * count)[ident],
         }
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -560,23 +538,6 @@ async def spawn_workers(
 async def let_in(client: aioredis.Redis, prefix: str, worker: Worker) -> dict[str, Any]:
     await client.rpush(f"{prefix}:turn:{worker.id}", 1)
     return await worker.expect("entered")
-
-
-@pytest.fixture
-async def test_redis(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def reap() -> AsyncIterator[list[Worker]]:
-    workers: list[Worker] = []
-    yield workers
-    for worker in workers:
-        if worker.proc.returncode is None:
-            worker.proc.kill()
-        await worker.proc.wait()
 
 
 @pytest.mark.redis

@@ -78,12 +78,19 @@ async def test_authenticated_socket_gets_snapshot_then_pushed_samples(
     assert not channel_layer.groups.get(services.GROUP)
 
 
-async def test_unauthenticated_socket_is_closed_with_4401(channel_layer):
+async def test_a_socket_without_credentials_that_sends_no_auth_frame_is_closed_with_4408(
+    channel_layer, monkeypatch
+):
+    # Like /ws/chat/: a client without cookie or header may authenticate with its first frame
+    # (tests/accounts/test_api_key_sockets.py); one that does not is closed once its time is up.
+    from monitoring import consumers
+
+    monkeypatch.setattr(consumers, "AUTH_TIMEOUT_SECONDS", 0.1)
     socket = communicator()
     connected, _ = await socket.connect(timeout=5)
     assert connected  # accepted so that the browser sees the close code, then closed
     closing = await socket.receive_output(timeout=5)
-    assert closing == {"type": "websocket.close", "code": 4401}
+    assert closing == {"type": "websocket.close", "code": 4408}
     assert not channel_layer.groups.get(services.GROUP)
 
 

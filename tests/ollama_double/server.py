@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import math
+import random
 import re
 import threading
 import time
@@ -48,6 +49,8 @@ DEFAULT_STATUS_ERRORS = {
     503: BUSY_MESSAGE,
 }
 GENERATION_PATHS = ("/api/chat", "/api/generate")
+#: The context length a request gets without `num_ctx` (Ollama's OLLAMA_CONTEXT_LENGTH default).
+DEFAULT_NUM_CTX = 4096
 FOREVER = timedelta(days=365 * 290)
 
 # A word-ish tokenizer that keeps whitespace: "".join(tokenize(s)) == s for every s.
@@ -57,6 +60,18 @@ TOKEN_RE = re.compile(r"\s*[\w']+|\s*[^\w\s]|\s+")
 def tokenize(text: str) -> list[str]:
     """Split text into word-ish tokens (leading whitespace kept) whose concatenation is text."""
     return TOKEN_RE.findall(text)
+
+
+def embedding_of(model: str, text: str, length: int = 3072, dimensions: int | None = None) -> list:
+    """The vector the double answers for `text` with `model`: deterministic, of unit length
+    like Ollama's (cut to `dimensions` and normalised again when that is shorter)."""
+    seed = int.from_bytes(hashlib.sha256(f"{full_name(model)}\0{text}".encode()).digest()[:8])
+    rng = random.Random(seed)  # test vectors, not secrets
+    vector = [rng.gauss(0.0, 1.0) for _ in range(length)]
+    if dimensions and 0 < dimensions < length:
+        vector = vector[:dimensions]
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
 
 
 def now_rfc3339(at: datetime | None = None) -> str:
@@ -113,6 +128,7 @@ class ModelSpec:
     template: str = DEFAULT_TEMPLATE
     stop: tuple[str, ...] = ("<|eot_id|>",)
     modified_at: str = "2025-09-30T10:15:42.123456Z"
+    embedding_length: int = 3072  # the size of the vectors /api/embed answers
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", full_name(self.name))
@@ -173,7 +189,7 @@ class ModelSpec:
                 "general.quantization_version": 2,
                 f"{arch}.block_count": 28,
                 f"{arch}.context_length": self.context_length,
-                f"{arch}.embedding_length": 3072,
+                f"{arch}.embedding_length": self.embedding_length,
             },
             "capabilities": list(self.capabilities),
             "modified_at": self.modified_at,
@@ -640,6 +656,11 @@ class OllamaDouble:
         app.router.add_delete("/api/delete", self._delete)
         app.router.add_post("/api/chat", self._chat)
         app.router.add_post("/api/generate", self._generate)
+        app.router.add_post("/api/embed", self._embed)
+        app.router.add_post("/api/embeddings", self._embeddings)
+        app.router.add_post("/api/create", self._create)
+        app.router.add_post("/api/copy", self._copy)
+        app.router.add_post("/api/push", self._push)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
@@ -1173,6 +1194,176 @@ class OllamaDouble:
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         return await self._generation(request, chat=False)
 
+    # ---- embeddings
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        started = time.perf_counter_ns()
+        rec = await self._record(request)
+        struct = "EmbedRequest"
+        try:
+            body = self._parse_body(rec, struct)
+            model = _expect(body, "model", str, struct, "string") or ""
+            truncate = _expect(body, "truncate", bool, struct, "bool")
+            dimensions = _expect(body, "dimensions", int, struct, "int")
+            options = _check_options(body.get("options"))
+            with self._lock:
+                default_keep_alive = self.settings.keep_alive
+                load_s = self.settings.load_duration
+            keep_alive = _parse_keep_alive(body.get("keep_alive"), default_keep_alive)
+        except _BadRequest as exc:
+            return _json_error(exc.status, exc.message)
+        raw_input = body.get("input")
+        if isinstance(raw_input, str):
+            inputs = [raw_input] if raw_input else []
+        elif isinstance(raw_input, list) and all(isinstance(i, str) for i in raw_input):
+            inputs = list(raw_input)
+        elif raw_input is None:
+            inputs = []
+        else:
+            return _json_error(400, "invalid input type")
+        if (s := self._take_script(rec.path, model, status_only=True)) is not None:
+            return self._status_response(s, model)
+        spec = self._spec(model)
+        if spec is None:
+            return _json_error(404, f"model '{model}' not found")
+        load_ns = await self._ensure_loaded(
+            spec, load_s, default_keep_alive if keep_alive is None else keep_alive
+        )
+        if not inputs:
+            return _json({"model": model, "embeddings": []})
+        window = min(int(options.get("num_ctx") or DEFAULT_NUM_CTX), spec.context_length)
+        vectors, count = [], 0
+        for text in inputs:
+            tokens = tokenize(text)
+            if len(tokens) > window:
+                if truncate is False:
+                    return _json_error(400, "input exceeds maximum context length")
+                tokens = tokens[:window]
+            count += len(tokens)
+            vectors.append(
+                embedding_of(spec.name, "".join(tokens), spec.embedding_length, dimensions)
+            )
+        return _json(
+            {
+                "model": model,
+                "embeddings": vectors,
+                "total_duration": max(time.perf_counter_ns() - started, load_ns + 1),
+                "load_duration": load_ns,
+                "prompt_eval_count": count,
+            }
+        )
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """The older /api/embeddings: one `prompt`, `{"embedding": [...]}` and nothing else."""
+        rec = await self._record(request)
+        struct = "EmbeddingRequest"
+        try:
+            body = self._parse_body(rec, struct)
+            model = _expect(body, "model", str, struct, "string") or ""
+            prompt = _expect(body, "prompt", str, struct, "string") or ""
+            _check_options(body.get("options"))
+            with self._lock:
+                default_keep_alive = self.settings.keep_alive
+                load_s = self.settings.load_duration
+            keep_alive = _parse_keep_alive(body.get("keep_alive"), default_keep_alive)
+        except _BadRequest as exc:
+            return _json_error(exc.status, exc.message)
+        if not model:
+            return _json_error(400, "model is required")
+        if (s := self._take_script(rec.path, model, status_only=True)) is not None:
+            return self._status_response(s, model)
+        spec = self._spec(model)
+        if spec is None:
+            return _not_found(model)
+        await self._ensure_loaded(
+            spec, load_s, default_keep_alive if keep_alive is None else keep_alive
+        )
+        if not prompt:
+            return _json({"embedding": []})
+        return _json({"embedding": embedding_of(spec.name, prompt, spec.embedding_length)})
+
+    # ---- create, copy, push (model administration besides pull and delete)
+
+    async def _progress(
+        self, request: web.Request, stream: bool | None, lines: list[dict]
+    ) -> web.StreamResponse:
+        if stream is False:
+            return _json(lines[-1])
+        resp = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for line in lines:
+            await resp.write((dumps(line) + "\n").encode())
+        await resp.write_eof()
+        return resp
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._record(request)
+        struct = "CreateRequest"
+        try:
+            body = self._parse_body(rec, struct)
+            model = self._model_field(body, struct)
+            source = _expect(body, "from", str, struct, "string")
+            stream = _expect(body, "stream", bool, struct, "bool")
+            system = _expect(body, "system", str, struct, "string")
+        except _BadRequest as exc:
+            return _json_error(exc.status, exc.message)
+        if (s := self._take_script(rec.path, model, status_only=True)) is not None:
+            return self._status_response(s, model)
+        if not source:
+            return _json_error(400, "neither 'from' or 'files' was specified")
+        base = self._spec(source)
+        if base is None:
+            return _json_error(404, f'model "{source}" not found')
+        lines = [{"status": f"using existing layer {digest}"} for digest, _ in base.layers()]
+        self._install(replace(base, name=full_name(model), modified_at=now_rfc3339()))
+        if system is not None:
+            lines.append({"status": "creating new layer"})
+        return await self._progress(
+            request, stream, [*lines, {"status": "writing manifest"}, {"status": "success"}]
+        )
+
+    async def _copy(self, request: web.Request) -> web.Response:
+        rec = await self._record(request)
+        struct = "CopyRequest"
+        try:
+            body = self._parse_body(rec, struct)
+            source = _expect(body, "source", str, struct, "string")
+            destination = _expect(body, "destination", str, struct, "string")
+        except _BadRequest as exc:
+            return _json_error(exc.status, exc.message)
+        if not source or not destination:
+            return _json_error(400, "source and destination are required")
+        if (s := self._take_script(rec.path, source, status_only=True)) is not None:
+            return self._status_response(s, source)
+        spec = self._spec(source)
+        if spec is None:
+            return _json_error(404, f'model "{source}" not found')
+        self._install(replace(spec, name=full_name(destination)))
+        return web.Response(status=200)
+
+    async def _push(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._record(request)
+        struct = "PushRequest"
+        try:
+            body = self._parse_body(rec, struct)
+            model = self._model_field(body, struct)
+            stream = _expect(body, "stream", bool, struct, "bool")
+        except _BadRequest as exc:
+            return _json_error(exc.status, exc.message)
+        if (s := self._take_script(rec.path, model, status_only=True)) is not None:
+            return self._status_response(s, model)
+        spec = self._spec(model)
+        if spec is None:
+            return _json_error(404, f'model "{model}" not found')
+        lines: list[dict] = [{"status": "retrieving manifest"}]
+        for digest, total in spec.layers():
+            status = f"pushing {digest[7:19]}"
+            lines.append({"status": status, "digest": digest, "total": total, "completed": total})
+        return await self._progress(
+            request, stream, [*lines, {"status": "pushing manifest"}, {"status": "success"}]
+        )
+
     # ---- chat / generate
 
     def _validate_generation(self, rec: RecordedRequest, chat: bool) -> dict:
@@ -1580,6 +1771,7 @@ __all__ = [
     "Script",
     "Settings",
     "default_models",
+    "embedding_of",
     "full_name",
     "pullable_models",
     "tokenize",
