@@ -32,7 +32,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from accounts.selectors import queue_weight
-from chat import hosts, lifecycle, limits
+from chat import hosts, lifecycle, limits, services
 from chat.errors import ChatRequestError
 from chat.models import Conversation, Message
 from chat.options import InvalidOptions, check_keep_alive, validate_ollama_options
@@ -58,24 +58,13 @@ def check_inputs(inputs: Sequence[str], *, field: str = "input", indexed: bool =
             f"{field} has {len(inputs)} items; the limit is {MAX_INPUTS}.",
             400,
         )
-    limit = settings.CHAT_MAX_MESSAGE_CHARS
-    total = 0
-    for index, text in enumerate(inputs):
-        if len(text) > limit:
-            where = f"{field}[{index}]" if indexed else field
-            raise ChatRequestError(
-                "message_too_long",
-                f"{where} has {len(text)} characters; the limit is {limit}.",
-                400,
-            )
-        total += len(text)
-    if total > settings.OLLAMA_PROXY_MAX_CHARS:
-        raise ChatRequestError(
-            "request_too_long",
-            f"The inputs have {total} characters together; the limit is "
-            f"{settings.OLLAMA_PROXY_MAX_CHARS}.",
-            400,
-        )
+    services.check_lengths(
+        [
+            (f"{field}[{index}]" if indexed else field, True, text)
+            for index, text in enumerate(inputs)
+        ],
+        together="The inputs",
+    )
 
 
 def check_options(options: Any) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import AuthenticationFailed
@@ -32,7 +31,7 @@ from chat.events import Cancelled, Done, Event, Failed, Token
 from chat.models import Conversation
 from config import database
 from config.exceptions import app_error_of
-from core import safejson
+from config.parsers import json_object_of
 from core.errors import AppError
 from core.streaming import batches
 
@@ -90,14 +89,9 @@ def endpoint(*methods: str, json_body: bool = False, needs: Needs = "chat"):
             await sync_to_async(database.release_connections)()
             if json_body:
                 try:
-                    body = safejson.loads(request.body or b"")
-                except RequestDataTooBig:
-                    return _error("request_too_large", "The request body is too large.", 413)
-                except ValueError as exc:  # malformed, too deep, a huge number, not UTF-8
-                    return _error("parse_error", f"Invalid JSON in the request body: {exc}", 400)
-                if not isinstance(body, dict):
-                    return _error("parse_error", "The request body must be a JSON object.", 400)
-                kwargs["body"] = body
+                    kwargs["body"] = json_object_of(request)
+                except AppError as error:
+                    return openai_error(error)
             try:
                 return await view(request, *args, **kwargs)
             except Exception as exc:  # OpenAI's shape even for a database or Redis failure

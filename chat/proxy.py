@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import AuthenticationFailed
@@ -26,7 +25,7 @@ from chat.events import Cancelled, Done, Event, Failed, Token
 from chat.models import Conversation
 from config import database
 from config.exceptions import app_error_of
-from core import safejson
+from config.parsers import json_object_of
 from core.errors import AppError
 from core.ollama import OllamaError
 from core.streaming import batches
@@ -89,14 +88,9 @@ def endpoint(*methods: str, json_body: bool = False, needs: Needs | None = None)
             await sync_to_async(database.release_connections)()
             if json_body:
                 try:
-                    body = safejson.loads(request.body or b"{}")
-                except RequestDataTooBig:
-                    return ollama_error("the request body is too large", 413)
-                except ValueError as exc:  # malformed, too deep, a huge number, not UTF-8
-                    return ollama_error(f"invalid JSON in request body: {exc}", 400)
-                if not isinstance(body, dict):
-                    return ollama_error("the request body must be a JSON object", 400)
-                kwargs["body"] = body
+                    kwargs["body"] = json_object_of(request, empty_is_object=True)
+                except AppError as error:
+                    return ollama_error_of(error)
             try:
                 return await view(request, *args, **kwargs)
             except Exception as exc:  # Ollama's shape even for a database or Redis failure

@@ -318,6 +318,29 @@ async def prepare_ollama_request(
     )
 
 
+def check_lengths(parts: Sequence[tuple[str, bool, str]], *, together: str) -> None:
+    """Each text a person wrote (`(where, written, text)` with `written` true) held to
+    CHAT_MAX_MESSAGE_CHARS (`message_too_long`, naming `where`), all of them together to
+    OLLAMA_PROXY_MAX_CHARS (`request_too_long`; `together` names them)."""
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    total = 0
+    for where, written, text in parts:
+        if written and len(text) > limit:
+            raise ChatRequestError(
+                "message_too_long",
+                f"{where} has {len(text)} characters; the limit is {limit}.",
+                400,
+            )
+        total += len(text)
+    if total > settings.OLLAMA_PROXY_MAX_CHARS:
+        raise ChatRequestError(
+            "request_too_long",
+            f"{together} have {total} characters together; the limit is "
+            f"{settings.OLLAMA_PROXY_MAX_CHARS}.",
+            400,
+        )
+
+
 def _check_ollama_request(
     endpoint: Literal["chat", "generate"], body: dict[str, Any], *, staff: bool
 ) -> dict[str, Any]:
@@ -334,23 +357,10 @@ def _check_ollama_request(
         ]
     else:
         parts = [(key, key, body.get(key) or "") for key in ("prompt", "system", "suffix")]
-    limit = settings.CHAT_MAX_MESSAGE_CHARS
-    total = 0
-    for where, role, text in parts:
-        if role != "assistant" and len(text) > limit:
-            raise ChatRequestError(
-                "message_too_long",
-                f"{where} has {len(text)} characters; the limit is {limit}.",
-                400,
-            )
-        total += len(text)
-    if total > settings.OLLAMA_PROXY_MAX_CHARS:
-        raise ChatRequestError(
-            "request_too_long",
-            f"The request's {'messages' if endpoint == 'chat' else 'texts'} have {total} "
-            f"characters together; the limit is {settings.OLLAMA_PROXY_MAX_CHARS}.",
-            400,
-        )
+    check_lengths(
+        [(where, role != "assistant", text) for where, role, text in parts],
+        together=f"The request's {'messages' if endpoint == 'chat' else 'texts'}",
+    )
     try:
         options = validate_ollama_options(body.get("options"))
     except InvalidOptions as exc:

@@ -82,8 +82,8 @@ def test_no_credentials_is_a_401_in_openais_shape(daphne, ollama_double):
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        ("{not json", "Invalid JSON"),
-        (b"\xff\xfe{}", "Invalid JSON"),
+        ("{not json", "invalid JSON"),
+        (b"\xff\xfe{}", "invalid JSON"),
         ('{"model": "llama3.2:3b", "x": ' + "[" * 1000 + "]" * 1000 + "}", "deeper than"),
         ("[1, 2]", "must be a JSON object"),
     ],
