@@ -3,12 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run install install-dev browser migrate test test-under-load test-sqlite test-postgres lint format clean
+.PHONY: run reset-admin-password install install-dev browser migrate test test-under-load test-sqlite test-postgres lint format clean
 
 run: install migrate
 	$(PY) manage.py bootstrap_admin
 	@echo "Starting web (http://127.0.0.1:$${WEB_PORT:-8000}/), worker and beat. Ctrl-C stops them."
+	@echo "Once web answers, it prints the URL and how to sign in again, and warns if Ollama does not answer."
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start
+
+# A new generated password for the first admin (ADMIN_EMAIL, or admin@localhost), printed.
+reset-admin-password: install
+	$(PY) manage.py reset_admin_password
 
 install: $(VENV)/.installed
 

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
@@ -31,6 +31,7 @@ class UserOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_view(post=extend_schema(operation_id="obtain_token"))
 class ThrottledTokenObtainPairView(jwt_views.TokenObtainPairView):
     """`{email, password}` -> `{access, refresh}`; unknown email and wrong password look alike."""
 
@@ -101,7 +102,7 @@ class LogoutView(APIView):
 
 
 class MeView(APIView):
-    @extend_schema(responses=UserOutput)
+    @extend_schema(operation_id="get_current_user", responses=UserOutput)
     def get(self, request):
         return Response(UserOutput(request.user).data)
 
@@ -194,11 +195,15 @@ class ApiKeyListView(APIView):
     """Your API keys (never their secrets); create one (the key is in the answer, once).
     Keys themselves cannot manage keys: a JWT or the web session is needed."""
 
-    @extend_schema(responses=ApiKeyOutput(many=True))
+    @extend_schema(operation_id="list_api_keys", responses=ApiKeyOutput(many=True))
     def get(self, request):
         return Response(ApiKeyOutput(selectors.api_keys_of(request.user.pk), many=True).data)
 
-    @extend_schema(request=ApiKeyCreateInput, responses={201: ApiKeyCreatedOutput})
+    @extend_schema(
+        operation_id="create_api_key",
+        request=ApiKeyCreateInput,
+        responses={201: ApiKeyCreatedOutput},
+    )
     def post(self, request):
         data = ApiKeyCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -209,7 +214,7 @@ class ApiKeyListView(APIView):
 
 
 class ApiKeyDetailView(APIView):
-    @extend_schema(responses={204: None})
+    @extend_schema(operation_id="revoke_api_key", responses={204: None})
     def delete(self, request, pk: int):
         """Revoke one of your keys: it stops working at once (404 for anyone else's)."""
         services.revoke_api_key(request.user, pk)

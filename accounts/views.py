@@ -4,7 +4,6 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -72,7 +71,11 @@ def signup(request):
 
 def admin_login(request, extra_context=None):
     if request.user.is_authenticated and not request.user.is_staff:
-        raise PermissionDenied("Your account has no access to the admin.")
+        # Where the admin sends a signed-in user who is not staff: a page that says so, in the
+        # site's style. Not an exception: nothing went wrong, so no traceback in the log.
+        response = render(request, "403.html", {"admin_denied": True}, status=403)
+        response._has_been_logged = True  # type: ignore[attr-defined]  # Django's own flag
+        return response
     return redirect_to_login(request.GET.get("next") or reverse("admin:index"))
 
 

@@ -43,6 +43,7 @@ class _Loaded:
     question: Message | None  # the user message the reply answers (regenerate, continue)
     history: list[PastMessage]  # the branch above the question
     exchanges: int | None
+    weight: int  # the user's turns in the gate's queue, read with the limits
 
 
 def message_not_found() -> ChatRequestError:
@@ -50,7 +51,7 @@ def message_not_found() -> ChatRequestError:
 
 
 def _load(user_id: int, action: ActionInput) -> _Loaded:
-    limits.check_now(user_id)
+    weight = limits.check_now(user_id)
     target = (
         Message.objects.select_related("conversation")
         .filter(pk=action.message_id, conversation__owner_id=user_id)
@@ -97,7 +98,9 @@ def _load(user_id: int, action: ActionInput) -> _Loaded:
         above = question.parent_id
     rows = Message.objects.filter(pk__in=tree.path_to(above)).order_by("id")
     history = services.past(list(rows))
-    return _Loaded(conversation, target, question, history, services.exchanges_cap(conversation))
+    return _Loaded(
+        conversation, target, question, history, services.exchanges_cap(conversation), weight
+    )
 
 
 def _verb(kind: Kind) -> str:
@@ -115,7 +118,7 @@ async def prepare_action(user_id: int, action: ActionInput) -> services.Generati
         attachments = (
             action.attachments
             if action.attachments is not None
-            else [UUID(record["id"]) for record in target.attachments]
+            else _upload_ids(target.attachments)
         )
         return await services.plan_generation(
             user_id,
@@ -128,6 +131,7 @@ async def prepare_action(user_id: int, action: ActionInput) -> services.Generati
             system=None,
             options=action.options,
             parent_id=target.parent_id,
+            weight=loaded.weight,
         )
     assert question is not None
     fields: dict[str, Any] = {
@@ -155,11 +159,18 @@ async def prepare_action(user_id: int, action: ActionInput) -> services.Generati
         loaded.history,
         loaded.exchanges,
         question=question.content,
-        attachment_ids=[UUID(record["id"]) for record in question.attachments],
+        attachment_ids=_upload_ids(question.attachments),
         # A continuation goes on with the model that wrote the reply.
         model=target.model if action.kind == "continue" else action.model,
         system=None,
         options=action.options,
         parent_id=question.parent_id,
+        weight=loaded.weight,
         **fields,
     )
+
+
+def _upload_ids(records: list[dict[str, Any]]) -> list[UUID]:
+    """The uploads a message was sent with; an imported message's records name none (an
+    import never links a file to an upload: chat.imports)."""
+    return [UUID(record["id"]) for record in records if record.get("id")]

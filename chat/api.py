@@ -60,6 +60,7 @@ class UsageView(APIView):
 
 class ModelsView(APIView):
     @extend_schema(
+        operation_id="list_models",
         summary="Models installed on the Ollama hosts, with whether each is loaded",
         responses={200: ModelListOutput, 502: ErrorOutput},
     )
@@ -101,7 +102,9 @@ async def _models_and_running():
 
 class RunningModelsView(APIView):
     @extend_schema(
-        summary="Models loaded in memory on each Ollama host", responses=RunningModelsOutput
+        operation_id="list_running_models",
+        summary="Models loaded in memory on each Ollama host",
+        responses=RunningModelsOutput,
     )
     def get(self, request):
         running = async_to_sync(hosts.running_by_host)()
@@ -116,6 +119,7 @@ class RunningModelsView(APIView):
 
 class LoadModelView(APIView):
     @extend_schema(
+        operation_id="load_model",
         request=LoadModelInput,
         responses={
             200: LoadModelOutput,
@@ -155,6 +159,7 @@ class PullModelView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(
+        operation_id="pull_model",
         request=PullModelInput,
         responses={200: OpenApiResponse(description="application/x-ndjson progress lines")},
         summary="Pull a model onto an Ollama host (staff); streams NDJSON progress",
@@ -225,15 +230,24 @@ class MessagePagination(PageNumberPagination):
 
 
 class OwnConversationsMixin(generics.GenericAPIView):
+    hide_loadtest = False
+
     def get_queryset(self):
         params = self.request.query_params
         return selectors.conversations_of(
-            self.request.user, source=params.get("source"), q=params.get("q")
+            self.request.user,
+            source=params.get("source"),
+            q=params.get("q"),
+            hide_loadtest=self.hide_loadtest,
         )
 
 
 class ConversationListView(OwnConversationsMixin, generics.ListCreateAPIView):
+    """Your conversations, newest activity first; `?source=` one source only (the load
+    test's, `loadtest`, are listed only so); `?q=` in the title."""
+
     pagination_class = ConversationPagination
+    hide_loadtest = True
 
     def get_serializer_class(self):
         return ConversationInput if self.request.method == "POST" else ConversationOutput
@@ -257,11 +271,22 @@ class ConversationDetailView(OwnConversationsMixin, generics.RetrieveUpdateDestr
         services.update_conversation(conversation, **data.validated_data)
         return Response(ConversationOutput(self.get_object()).data)
 
+    @extend_schema(responses={204: None, 409: ErrorOutput})  # 409 generation_running
+    def delete(self, request, *args, **kwargs):
+        return super().delete(request, *args, **kwargs)
+
+    def perform_destroy(self, instance):
+        # Through the service: its replies' tokens of today still count against the budget.
+        services.delete_conversation(instance)
+
 
 class ConversationClearView(OwnConversationsMixin, generics.GenericAPIView):
     serializer_class = ConversationOutput
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="{deleted: n}")})
+    @extend_schema(
+        request=None,
+        responses={200: OpenApiResponse(description="{deleted: n}"), 409: ErrorOutput},
+    )
     def post(self, request, pk):
         deleted = services.clear_conversation(self.get_object())
         return Response({"deleted": deleted})

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import api
+from chat import api, search_api, transfer_api
 
 urlpatterns = [
     path("models/", api.ModelsView.as_view(), name="models"),
@@ -9,6 +9,29 @@ urlpatterns = [
     path("models/pull/", api.PullModelView.as_view(), name="models_pull"),
     path("models/<path:name>/", api.DeleteModelView.as_view(), name="models_delete"),
     path("conversations/", api.ConversationListView.as_view(), name="conversations"),
+    # Before conversations/<uuid:pk>/ (which a UUID alone matches, but keep the fixed names first).
+    path(
+        "conversations/export/",
+        transfer_api.ConversationExportAllView.as_view(),
+        name="conversations_export",
+    ),
+    path(
+        "conversations/import/",
+        transfer_api.ConversationImportView.as_view(),
+        name="conversations_import",
+    ),
+    path(
+        "conversations/<uuid:pk>/export/",
+        transfer_api.ConversationExportView.as_view(),
+        name="conversation_export",
+    ),
+    path(
+        "conversations/<uuid:pk>/share/",
+        transfer_api.ConversationShareView.as_view(),
+        name="conversation_share",
+    ),
+    path("shares/", transfer_api.ShareListView.as_view(), name="shares"),
+    path("shares/<int:link_id>/", transfer_api.ShareDetailView.as_view(), name="share"),
     path("conversations/<uuid:pk>/", api.ConversationDetailView.as_view(), name="conversation"),
     path(
         "conversations/<uuid:pk>/clear/",
@@ -39,6 +62,7 @@ urlpatterns = [
         name="message_continue",
     ),
     path("usage/", api.UsageView.as_view(), name="usage"),
+    path("search/", search_api.SearchView.as_view(), name="search"),
     path("chat/", api.ChatView.as_view(), name="chat"),
     path("chat/simple/", api.SimpleChatView.as_view(), name="chat_simple"),
     path("chat/stream/", api.StreamChatView.as_view(), name="chat_stream"),

@@ -9,6 +9,11 @@ Ollama's last chunk, or still streaming) counts its text: ceil(characters / 4), 
 of chat.context. The budget is the user's own (`User.daily_token_budget`, set in the admin),
 else `CHAT_DAILY_TOKEN_BUDGET`; 0 is unlimited.
 
+Deleting replies does not give their tokens back: whatever deletes messages (clearing or
+deleting a conversation, the admin) goes through chat.services, which adds the tokens of the
+day's replies it deletes, by the same rule (`counted()`), to the user's `UsageCarry` row of the
+day, in the deletion's transaction; the day's usage is its replies plus that row.
+
 `check()` runs in chat.limits before anything is saved or queued, on every transport; users
 with the `chat.chat_without_limits` permission (and superusers) are exempt there.
 """
@@ -22,12 +27,23 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import ExpressionWrapper, IntegerField, Sum
+from django.db import IntegrityError, transaction
+from django.db.models import (
+    Expression,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce, Length
 from django.utils import timezone
 
 from chat.errors import ChatRequestError
-from chat.models import Message
+from chat.models import Message, UsageCarry
 
 #: ceil(characters / 4), chat.context's estimate, for a reply Ollama did not count.
 _ESTIMATED_TOKENS = ExpressionWrapper((Length("content") + 3) / 4, output_field=IntegerField())
@@ -58,21 +74,83 @@ def day_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
     return start, datetime.combine(local.date() + timedelta(days=1), time.min, tzinfo=zone)
 
 
-def tokens_used(user_id: int, start: datetime, end: datetime) -> int:
-    """The tokens of the user's replies created in [start, end): one aggregate query."""
-    totals = Message.objects.filter(
-        conversation__owner_id=user_id,
-        role=Message.Role.ASSISTANT,
-        created_at__gte=start,
-        created_at__lt=end,
-    ).aggregate(
-        generated=Sum(Coalesce("eval_count", _ESTIMATED_TOKENS)),
-        prompt=Sum("prompt_eval_count"),
-    )
-    used = totals["generated"] or 0
+def counted() -> Expression:
+    """What one reply counts against the budget, as an expression over Message rows (to Sum):
+    Ollama's `eval_count`, else ceil(characters / 4); plus its `prompt_eval_count` with
+    CHAT_BUDGET_COUNTS_PROMPT. The one rule of both the day's usage and what a deletion
+    carries."""
+    generated = Coalesce("eval_count", _ESTIMATED_TOKENS)
     if settings.CHAT_BUDGET_COUNTS_PROMPT:
-        used += totals["prompt"] or 0
-    return int(used)
+        return ExpressionWrapper(
+            generated + Coalesce("prompt_eval_count", 0), output_field=IntegerField()
+        )
+    return generated
+
+
+def _replies_of_day(start: datetime, end: datetime) -> Q:
+    """The replies whose tokens count for the day [start, end): those created in it."""
+    return Q(role=Message.Role.ASSISTANT, created_at__gte=start, created_at__lt=end)
+
+
+def _carried(user_id: int, day: date) -> Subquery:
+    return Subquery(
+        UsageCarry.objects.filter(user_id=user_id, day=day).values("tokens")[:1],
+        output_field=IntegerField(),
+    )
+
+
+def tokens_used(user_id: int, start: datetime, end: datetime) -> int:
+    """The user's tokens of the day [start, end) (from day_bounds): their replies created in it
+    plus what deleted ones carried (UsageCarry). One statement, so one snapshot: a deletion
+    committed meanwhile is seen either before or after, never half."""
+    totals = Message.objects.filter(
+        _replies_of_day(start, end), conversation__owner_id=user_id
+    ).aggregate(
+        used=Coalesce(Sum(counted()), 0) + Coalesce(_carried(user_id, start.date()), Value(0))
+    )
+    return int(totals["used"] or 0)
+
+
+def carry_deleted(messages: QuerySet[Message], now: datetime | None = None) -> dict[int, int]:
+    """Add the tokens of today's replies among `messages`, about to be deleted, to their owners'
+    UsageCarry rows of today; {user id: tokens added}. Call it in the deletion's transaction,
+    with the conversations locked, so that two deletions of the same messages carry once.
+
+    Only today's replies: an earlier day's budget no longer matters (nor is it shown), so its
+    replies go without a trace. A reply of today deleted a second before midnight counts for
+    today, its day, until the reset."""
+    start, end = day_bounds(now)
+    rows = (
+        messages.filter(_replies_of_day(start, end))
+        .order_by()  # no default ordering in the GROUP BY
+        .values("conversation__owner_id")
+        .annotate(tokens=Sum(counted()))
+        .values_list("conversation__owner_id", "tokens")
+    )
+    # In user order: two deletions that span the same users lock their rows in one order.
+    carried = {user: int(tokens) for user, tokens in sorted(rows) if tokens}
+    for user_id, tokens in carried.items():
+        _add(user_id, start.date(), tokens)
+    return carried
+
+
+def _add(user_id: int, day: date, tokens: int) -> None:
+    """tokens += n on the (user, day) row, created if missing: an atomic upsert."""
+    row = UsageCarry.objects.filter(user_id=user_id, day=day)
+    # The increment is done by the database (UPDATE ... SET tokens = tokens + n), under the
+    # row's lock: two concurrent deletions both add, neither overwrites the other.
+    if row.update(tokens=F("tokens") + tokens):
+        return
+    try:
+        with transaction.atomic():  # a savepoint: a failed INSERT leaves the deletion's intact
+            UsageCarry.objects.create(user_id=user_id, day=day, tokens=tokens)
+    except IntegrityError:
+        # A concurrent deletion created the row first (PostgreSQL made this INSERT wait for
+        # its commit): add to it.
+        row.update(tokens=F("tokens") + tokens)
+        return
+    # The user's first deletion of the day: their rows of earlier days no longer matter.
+    UsageCarry.objects.filter(user_id=user_id, day__lt=day).delete()
 
 
 def effective_budget(override: int | None) -> int | None:
@@ -96,16 +174,23 @@ def usage_of(user: Any, now: datetime | None = None) -> Usage:
     )
 
 
-def check(user_id: int, now: datetime | None = None) -> None:
+#: check()'s `override` when the caller has not read the user's own budget.
+UNREAD: Any = object()
+
+
+def check(user_id: int, now: datetime | None = None, *, override: Any = UNREAD) -> None:
     """Raise ChatRequestError 429 `budget_exhausted` when the user has used today's budget.
 
-    One query for the user's budget; a second (the day's tokens) only when there is one."""
-    override = (
-        get_user_model()
-        .objects.filter(pk=user_id)
-        .values_list("daily_token_budget", flat=True)
-        .first()
-    )
+    One query for the user's budget (none when the caller read it: `override`, the user's
+    `daily_token_budget`, as chat.limits does with the rest of the user's standing); a second
+    (the day's tokens) only when there is a budget."""
+    if override is UNREAD:
+        override = (
+            get_user_model()
+            .objects.filter(pk=user_id)
+            .values_list("daily_token_budget", flat=True)
+            .first()
+        )
     budget = effective_budget(override)
     if budget is None:
         return

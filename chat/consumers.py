@@ -19,6 +19,7 @@ from chat.protocol import FrameError, invalid_frame
 from config.channel_layers import REJOIN_SECONDS, RedisChannelLayer, rejoin
 from config.exceptions import app_error_of
 from config.metrics import CountedSocket
+from core import fastjson
 from core.errors import AppError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,15 @@ CHAT_FRAMES = frozenset({"chat.send", "chat.stop", *protocol.ACTIONS})
 
 class ChatConsumer(CountedSocket, AsyncJsonWebsocketConsumer):
     metrics_endpoint = "chat"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Frames of this process's runs come straight from them (chat.runs.follow), into an
+        # inbox read in order; every handler, whichever way its message came, runs alone.
+        self._handling = asyncio.Lock()
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._courier: asyncio.Task | None = None
+        self._followed_here: set[str] = set()
 
     async def connect(self) -> None:
         self.user = None
@@ -144,6 +154,10 @@ class ChatConsumer(CountedSocket, AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         # The generations started from this socket go on: they are detached runs.
+        for conversation_id in self._followed_here:
+            runs.unfollow(conversation_id, self)
+        if self._courier is not None:
+            self._courier.cancel()
         for timer in self._timers:
             timer.cancel()
         for group in self.groups_joined:
@@ -161,6 +175,11 @@ class ChatConsumer(CountedSocket, AsyncJsonWebsocketConsumer):
             return safejson.loads(text_data)
         except (ValueError, TypeError):
             return None
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        # Every frame out, tokens included: orjson (issue 16's cost per relayed token).
+        return fastjson.dumps_text(content)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         if self.ended:
@@ -290,8 +309,27 @@ class ChatConsumer(CountedSocket, AsyncJsonWebsocketConsumer):
     async def _join(self, conversation_id: str) -> None:
         group = runs.stream_group(conversation_id)
         if group not in self.groups_joined:
+            if conversation_id not in self._followed_here:
+                self._followed_here.add(conversation_id)
+                runs.follow(conversation_id, self)  # first: see chat.runs.follow
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.add(group)
+
+    def deliver(self, frame: dict[str, Any]) -> None:
+        """A frame of a run of this process (chat.runs): handled in order, after whatever
+        this socket is handling now; the run never waits for it."""
+        self._inbox.put_nowait(frame)
+        if self._courier is None:
+            self._courier = asyncio.get_running_loop().create_task(self._carry())
+
+    async def _carry(self) -> None:
+        while True:
+            frame = await self._inbox.get()
+            try:
+                async with self._handling:
+                    await self._handle(frame)
+            except Exception:  # one frame that fails must not silence the socket
+                logger.exception("chat frame %r failed", frame.get("type"))
 
     # ------------------------------------------------------------------ frames out
 
@@ -325,6 +363,10 @@ class ChatConsumer(CountedSocket, AsyncJsonWebsocketConsumer):
             await asyncio.sleep(settings.CHAT_FLUSH_INTERVAL / 2)
 
     async def dispatch(self, message: dict) -> None:
+        async with self._handling:
+            await self._handle(message)
+
+    async def _handle(self, message: dict) -> None:
         # Channels closes stale database connections before every handler; for the token
         # frames, which never touch the database here, that would put each frame through
         # the database thread.

@@ -31,7 +31,6 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from accounts.selectors import queue_weight
 from chat import hosts, lifecycle, limits, services
 from chat.errors import ChatRequestError
 from chat.models import Conversation, Message
@@ -101,9 +100,8 @@ async def embed(
     if keep_alive is not None:
         check_keep_alive(keep_alive, staff=staff, maximum=settings.OLLAMA_KEEP_ALIVE_MAX)
     lifecycle.check_accepting()
-    await limits.check(user_id)
+    weight = await limits.check(user_id)  # the queue weight, read with the budget
     host = await hosts.pick_host(model)
-    weight = await database.run(queue_weight, user_id)
     conversation_id = uuid4()
     gate = hosts.get_gate()
     result: EmbedResult | None = None

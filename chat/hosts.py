@@ -59,6 +59,7 @@ def client_for(host: str) -> OllamaClient:
         host,
         connect_timeout=settings.OLLAMA_CONNECT_TIMEOUT,
         read_timeout=settings.OLLAMA_READ_TIMEOUT,
+        http_client=settings.OLLAMA_HTTP_CLIENT,
     )
 
 

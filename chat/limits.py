@@ -10,6 +10,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
+from accounts.models import MIN_PRIORITY
+from accounts.selectors import standing
 from chat import budgets, claims
 from chat.errors import ChatRequestError
 from config import database
@@ -50,27 +52,33 @@ class SlidingWindow:
         return max(1, math.ceil(fits_at - elapsed))
 
 
-async def check(user_id: int) -> None:
-    """Raise ChatRequestError (429) when the user may not start another generation now.
+async def check(user_id: int) -> int:
+    """Raise ChatRequestError (429) when the user may not start another generation now; else
+    the user's turns in the gate's queue (accounts.selectors.queue_weight), read in the same
+    statement as their budget.
 
     Users with the `chat_without_limits` permission (and active superusers) are exempt. The
     permission is looked up only for a refusal, so that a message within the limits costs no
     extra queries."""
-    await database.run(check_now, user_id)
+    return await database.run(check_now, user_id)
 
 
-def check_now(user_id: int) -> None:
+def check_now(user_id: int) -> int:
     """`check()` for sync code: one hop to a database thread does every read."""
+    found = standing(user_id)
+    weight = found.weight if found is not None else MIN_PRIORITY
     try:
-        _check_limits(user_id)
+        _check_limits(user_id, found.daily_token_budget if found is not None else None)
     except ChatRequestError:
         if _exempt(user_id):
-            return
+            return weight
         raise
+    return weight
 
 
-def _check_limits(user_id: int) -> None:
-    budgets.check(user_id)  # first: a refused message must not count against the rate
+def _check_limits(user_id: int, own_budget: int | None) -> None:
+    # First: a refused message must not count against the rate.
+    budgets.check(user_id, override=own_budget)
     per_minute = settings.CHAT_MESSAGES_PER_MINUTE
     if per_minute:
         _count_message(user_id, SlidingWindow(per_minute))

@@ -12,6 +12,8 @@ class Conversation(models.Model):
         CHAT = "chat", "Chat (web, REST, WebSocket)"
         OLLAMA = "ollama", "Ollama-compatible API"
         OPENAI = "openai", "OpenAI-compatible API"
+        # Made by monitoring's load test: hidden from the conversation list unless asked for.
+        LOADTEST = "loadtest", "Load test"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -48,7 +50,7 @@ class Conversation(models.Model):
                 name="chat_conv_context_exchanges_range",
             ),
             models.CheckConstraint(
-                condition=Q(source__in=["chat", "ollama", "openai"]),
+                condition=Q(source__in=["chat", "ollama", "openai", "loadtest"]),
                 name="chat_conv_source_valid",
             ),
         ]
@@ -192,3 +194,58 @@ class WebProcess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+
+class ShareLink(models.Model):
+    """A read-only link to one branch of a conversation, frozen when it was made (chat.shares).
+
+    Only the SHA-256 of the token is stored: the token is in the link the owner hands out,
+    and the table (a backup, the admin) does not give it away. The messages are a snapshot,
+    so what is said in the conversation after sharing stays private.
+    """
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="share_links"
+    )
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    # The token's first characters, to tell one's links apart in a list (not enough to use).
+    token_prefix = models.CharField(max_length=8, editable=False)
+    title = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    snapshot = models.JSONField(default=list, help_text="The branch shared: role, content, ...")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.token_prefix}… · {self.title or self.conversation_id}"
+
+
+class UsageCarry(models.Model):
+    """Tokens of a user's replies of one day that were deleted, still counted by that day's
+    budget (chat.budgets): deleting a conversation must not give its tokens back.
+
+    The day is the calendar day in TIME_ZONE of chat.budgets.day_bounds. Only the day's own
+    replies are carried (an older day's budget no longer matters), so a user has one row at
+    most: their last day with a deletion."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_carries"
+    )
+    day = models.DateField()
+    tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "deleted usage"
+        verbose_name_plural = "deleted usage"
+        ordering = ["-day", "user_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day"], name="chat_usagecarry_user_day"),
+            models.CheckConstraint(
+                condition=Q(tokens__gte=0), name="chat_usagecarry_tokens_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} · {self.day}: {self.tokens} tokens"

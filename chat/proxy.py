@@ -26,6 +26,7 @@ from chat.models import Conversation
 from config import database
 from config.exceptions import app_error_of
 from config.parsers import json_object_of
+from core import fastjson
 from core.errors import AppError
 from core.ollama import OllamaError
 from core.streaming import batches
@@ -272,7 +273,7 @@ async def _ndjson(head: list[Event], events: AsyncIterator[Event]) -> AsyncItera
 
 def _line(event: Event) -> bytes | None:
     if isinstance(event, Token | Done):
-        return (json.dumps(event.raw, separators=(",", ":")) + "\n").encode()
+        return fastjson.dumps(event.raw) + b"\n"
     if isinstance(event, Failed):
         # Mid-stream, Ollama keeps the 200 and writes an error line without `done`.
         return (json.dumps({"error": event.detail}) + "\n").encode()

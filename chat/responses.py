@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from chat.events import Accepted, Cancelled, Done, Event, Failed, Queued, Started, Token
 from config.exceptions import app_error_of
+from core import fastjson
 from core.errors import AppError
 from core.streaming import batches
 
@@ -106,18 +106,28 @@ def sse_event(event: Event) -> dict[str, Any] | None:
 
 
 def _sse(payload: Any) -> bytes:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+    return b"data: " + fastjson.dumps(payload) + b"\n\n"
 
 
 def merge_tokens(batch: list[Event]) -> list[Event]:
     """Consecutive tokens as one: the offsets make the joined text exact."""
     merged: list[Event] = []
+    run: list[Token] = []
+
+    def close_run() -> None:
+        if len(run) == 1:
+            merged.append(run[0])
+        elif run:
+            merged.append(Token("".join(t.text for t in run), run[0].offset))
+        run.clear()
+
     for event in batch:
-        last = merged[-1] if merged else None
-        if isinstance(event, Token) and isinstance(last, Token):
-            merged[-1] = Token(last.text + event.text, last.offset)
+        if isinstance(event, Token):
+            run.append(event)
         else:
+            close_run()
             merged.append(event)
+    close_run()
     return merged
 
 

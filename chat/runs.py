@@ -14,22 +14,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from chat import abandon, cancels, protocol, services
 from chat.actions import ActionInput, prepare_action
 from chat.events import Cancelled, Done, Event, Failed, Started, Token
+from config.channel_layers import RedisChannelLayer
 from core.errors import AppError
 
 logger = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 0.03
 COALESCE_MAX_CHARS = 4000
+# With a channel layer shared between processes (Redis): how often a run asks the layer whether
+# sockets of other processes follow it, for its token frames (its other frames always go).
+REMOTE_CHECK_SECONDS = 1.0
 
 _runs: dict[str, Run] = {}  # conversation id -> run, in this process
+
+
+class Follower(Protocol):
+    """A socket of this process following a conversation's frames (chat.consumers)."""
+
+    channel_name: str
+
+    def deliver(self, frame: dict[str, Any]) -> None: ...
+
+
+# One generation, many transports (issue 16): the sockets of this process that follow a
+# conversation get its run's frames handed to them directly, not through the channel layer;
+# the layer carries them only to followers elsewhere (other processes, other listeners).
+_followers: dict[str, set[Follower]] = {}
+
+
+def follow(conversation_id: str, follower: Follower) -> None:
+    """Register before joining the layer group, so that no frame of this process's runs can
+    miss the socket: a run hands its frames to its followers here and sends through the layer
+    only to the group's other members, never to these twice."""
+    _followers.setdefault(conversation_id, set()).add(follower)
+
+
+def unfollow(conversation_id: str, follower: Follower) -> None:
+    followers = _followers.get(conversation_id)
+    if followers is not None:
+        followers.discard(follower)
+        if not followers:
+            del _followers[conversation_id]
+
+
+async def _members(layer: Any, group: str) -> list[str] | None:
+    """The channels in a layer group (None when the layer cannot tell)."""
+    if isinstance(layer, InMemoryChannelLayer):
+        return list(layer.groups.get(group, ()))
+    if isinstance(layer, RedisChannelLayer):
+        connection = layer.connection(layer.consistent_hash(group))
+        members = await connection.zrange(layer._group_key(group), 0, -1)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    return None
 
 
 def stream_group(conversation_id: str) -> str:
@@ -52,6 +97,8 @@ class Run:
         self._flusher: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self._published_token = False
+        self._remote: list[str] = []  # the group's other channels, as last read (Redis)
+        self._next_check = 0.0
         self.ended = False  # generate() yielded its last event
 
     def start(self) -> Run:
@@ -62,10 +109,39 @@ class Run:
         return self
 
     async def _publish(self, frame: dict[str, Any]) -> None:
+        local = _followers.get(self.conversation_id)
         try:
-            await self.layer.group_send(stream_group(self.conversation_id), frame)
+            if not local:
+                await self.layer.group_send(stream_group(self.conversation_id), frame)
+                return
+            for follower in list(local):
+                follower.deliver(frame)
+            for channel in await self._others(local, frame["type"] == "chat.token"):
+                await self.layer.send(channel, frame)
         except Exception:  # a broken layer must not lose the generation: it is saved anyway
             logger.exception("could not publish a chat frame")
+
+    async def _others(self, local: set[Follower], token: bool) -> list[str]:
+        """The channels of the layer group that are not this process's followers (sockets of
+        other processes, other listeners): they get the frame through the layer. In memory
+        that is known exactly. With Redis it is read for every frame but tokens, and for
+        tokens once per REMOTE_CHECK_SECONDS: a socket of another process that joins in
+        between hears of the tokens it missed with the next frame it gets (chat.consumers
+        reads a gap back from the saved reply), at the latest with the reply's end."""
+        group = stream_group(self.conversation_id)
+        exact = isinstance(self.layer, InMemoryChannelLayer)
+        now = time.monotonic()
+        if not exact and token and now < self._next_check:
+            return self._remote
+        self._next_check = now + REMOTE_CHECK_SECONDS
+        members = await _members(self.layer, group)
+        if members is None:  # an unknown layer: everyone through it, the local ones too
+            for follower in list(local):
+                _followers.get(self.conversation_id, set()).discard(follower)
+            return []
+        names = {follower.channel_name for follower in local}
+        self._remote = [channel for channel in members if channel not in names]
+        return self._remote
 
     async def _flush(self) -> None:
         async with self._lock:

@@ -21,12 +21,16 @@ def not_found() -> ChatRequestError:
 
 
 def conversations_of(
-    user: Any, *, source: str | None = None, q: str | None = None
+    user: Any, *, source: str | None = None, q: str | None = None, hide_loadtest: bool = False
 ) -> QuerySet[Conversation]:
-    """The user's conversations, newest activity first, with their message counts."""
+    """The user's conversations, newest activity first, with their message counts.
+    `hide_loadtest` (the list): the load test's only when asked for (`source="loadtest"`),
+    since they would bury everything else."""
     queryset = Conversation.objects.filter(owner=user).annotate(message_count=Count("messages"))
     if source:
         queryset = queryset.filter(source=source)
+    elif hide_loadtest:
+        queryset = queryset.exclude(source=Conversation.Source.LOADTEST)
     if q:
         queryset = queryset.filter(title__icontains=q)
     return queryset.order_by("-updated_at")

@@ -51,6 +51,14 @@ class ChatInput(serializers.Serializer):
         max_length=10,
         help_text="Upload ids",
     )
+    # Marks the conversation a message starts (a load test's, hidden from the conversation
+    # list unless asked for); every other source is the transport's own to set.
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # a field, not Field.source
+        choices=[Conversation.Source.LOADTEST.value],
+        required=False,
+        allow_null=True,
+        help_text="`loadtest`: the new conversation is a load test's (hidden from the list).",
+    )
 
 
 def parse_chat_input(data) -> ChatRequest:
@@ -65,6 +73,7 @@ def parse_chat_input(data) -> ChatRequest:
         system=values.get("system"),
         options=values.get("options") or {},
         attachments=values.get("attachments") or [],
+        source=values.get("source") or None,
     )
 
 

@@ -16,13 +16,14 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from accounts.models import User
 from accounts.selectors import queue_weight
-from chat import cancels, estimates, hosts, lifecycle, limits, selectors
+from chat import budgets, cancels, estimates, hosts, lifecycle, limits, selectors
 from chat.attachments import load_attachments, with_attachments
 from chat.claims import claimable, free_to_claim
 from chat.context import PastMessage, build_context, reply_reserve, title_from
@@ -57,6 +58,7 @@ class ChatInput:
     system: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # checked by chat.options
     attachments: list[UUID] = field(default_factory=list)  # the user's upload ids
+    source: str | None = None  # of a new conversation: "loadtest", or the default ("chat")
 
 
 @dataclass
@@ -118,15 +120,88 @@ def update_conversation(conversation: Conversation, **fields: Any) -> Conversati
     return conversation
 
 
+# Whatever deletes messages goes through the functions below: each carries the tokens of the
+# day's replies it deletes into the daily budget's ledger (chat.budgets.carry_deleted), in the
+# deletion's transaction and with the conversations locked (SELECT ... FOR UPDATE), so that
+# deleting cannot give tokens back, and two deletions of the same messages carry them once.
+
+
 def clear_conversation(conversation: Conversation) -> int:
     """Every message goes; a reply being generated refuses it (`generation_running`), since
     clearing its question would take it along."""
+    with transaction.atomic():
+        locked = _locked(conversation.pk)
+        _refuse_while_generating(locked)
+        messages = Message.objects.filter(conversation=locked)
+        budgets.carry_deleted(messages)
+        deleted, _ = messages.delete()
+        conversation.save(update_fields=["updated_at"])
+    return deleted
+
+
+def delete_conversation(conversation: Conversation) -> None:
+    """The conversation and its messages go (their tokens of today still count). A reply being
+    generated refuses it (`generation_running`), like clearing: the rest of its tokens would be
+    generated for a row that is gone, and counted nowhere."""
+    with transaction.atomic():
+        _refuse_while_generating(_locked(conversation.pk))
+        delete_conversations(Conversation.objects.filter(pk=conversation.pk))
+
+
+def delete_conversations(conversations: QuerySet[Conversation]) -> int:
+    """Delete `conversations` (the admin's; no refusal: staff decide) with their messages; the
+    number of conversations deleted."""
+    with transaction.atomic():
+        ids = list(
+            Conversation.objects.select_for_update()
+            .filter(pk__in=conversations.values("pk"))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        budgets.carry_deleted(Message.objects.filter(conversation_id__in=ids))
+        _, per_model = Conversation.objects.filter(pk__in=ids).delete()
+    return per_model.get(Conversation._meta.label, 0)
+
+
+def delete_messages(messages: QuerySet[Message]) -> int:
+    """Delete `messages` (the admin's) and the replies, edits and regenerations under them (a
+    message's children go with it); the number of messages deleted."""
+    with transaction.atomic():
+        conversation_ids = set(messages.values_list("conversation_id", flat=True))
+        # Locked first, then read: the tree cannot change under the deletion.
+        list(
+            Conversation.objects.select_for_update()
+            .filter(pk__in=conversation_ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        chosen = set(messages.values_list("pk", flat=True))
+        children: dict[int | None, list[int]] = {}
+        for pk, parent in Message.objects.filter(conversation_id__in=conversation_ids).values_list(
+            "pk", "parent_id"
+        ):
+            children.setdefault(parent, []).append(pk)
+        gone, todo = set(chosen), list(chosen)
+        while todo:
+            below = children.get(todo.pop(), [])
+            gone.update(below)
+            todo.extend(below)
+        budgets.carry_deleted(Message.objects.filter(pk__in=gone))
+        _, per_model = Message.objects.filter(pk__in=chosen).delete()
+    return per_model.get(Message._meta.label, 0)
+
+
+def _locked(conversation_id: Any) -> Conversation:
+    locked = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+    if locked is None:  # deleted meanwhile (a second click)
+        raise selectors.not_found()
+    return locked
+
+
+def _refuse_while_generating(conversation: Conversation) -> None:
     busy = conversation.messages.filter(status=Message.Status.STREAMING).exists()
     if busy or (conversation.generating_since is not None and not claimable(conversation.pk)):
         raise generation_running()
-    deleted, _ = conversation.messages.all().delete()
-    conversation.save(update_fields=["updated_at"])
-    return deleted
 
 
 def switch_branch(conversation: Conversation, message_id: int) -> Conversation:
@@ -177,10 +252,10 @@ async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
     text = data.message
     check_message_text(text)
     lifecycle.check_accepting()
-    conversation, history, exchanges = await database.run(
+    conversation, history, exchanges, weight = await database.run(
         _load_for_chat, user_id, data.conversation_id
     )
-    return await plan_generation(
+    plan = await plan_generation(
         user_id,
         conversation,
         history,
@@ -191,7 +266,11 @@ async def prepare_chat(user_id: int, data: ChatInput) -> GenerationPlan:
         system=data.system,
         options=data.options,
         parent_id=conversation.current_leaf_id if conversation else None,
+        weight=weight,
     )
+    if data.source and conversation is None:
+        plan.new_conversation["source"] = data.source
+    return plan
 
 
 async def plan_generation(
@@ -206,17 +285,20 @@ async def plan_generation(
     system: str | None,
     options: dict[str, Any],
     parent_id: int | None,
+    weight: int | None = None,
     **plan_fields: Any,
 ) -> GenerationPlan:
     """The plan of a generation answering `question` after `history` (the branch above it):
-    the model, host, options and attachments checked, the messages for Ollama built."""
+    the model, host, options and attachments checked, the messages for Ollama built. `weight`:
+    the user's queue weight if the caller read it already (chat.limits.check_now returns it)."""
     chosen = model or (conversation.model if conversation else "") or await hosts.default_model()
     system_prompt = (
         system if system is not None else (conversation.system_prompt if conversation else "")
     )
     client_options = merge(conversation.options if conversation else {}, options)
     host = await hosts.pick_host(chosen)
-    weight = await database.run(queue_weight, user_id)
+    if weight is None:
+        weight = await database.run(queue_weight, user_id)
     attached = await load_attachments(user_id, list(attachment_ids))
     if attached.images and not (await hosts.client_for(host).show(chosen)).supports_vision:
         raise ChatRequestError(
@@ -275,10 +357,9 @@ async def prepare_ollama_request(
     and pin models). The proxy has checked the body's shape."""
     ollama_options = _check_ollama_request(endpoint, body, staff=staff)
     lifecycle.check_accepting()
-    await limits.check(user_id)
+    weight = await limits.check(user_id)  # the queue weight, read with the budget
     model = body["model"]
     host = await hosts.pick_host(model)
-    weight = await database.run(queue_weight, user_id)
     if endpoint == "chat":
         messages = body.get("messages") or []
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
@@ -374,17 +455,19 @@ def _check_ollama_request(
 
 def _load_for_chat(
     user_id: int, conversation_id: UUID | None
-) -> tuple[Conversation | None, list[PastMessage], int | None]:
-    """Every read a chat needs before it starts, in one hop to a database thread: the limits,
-    the conversation (the user's own) and its current branch."""
-    limits.check_now(user_id)
+) -> tuple[Conversation | None, list[PastMessage], int | None, int]:
+    """Every read a chat needs before it starts, in one hop to a database thread: the limits
+    (and the user's queue weight, read with them), the conversation (the user's own) and its
+    current branch."""
+    weight = limits.check_now(user_id)
     if conversation_id is None:
-        return None, [], settings.CHAT_CONTEXT_EXCHANGES
+        return None, [], settings.CHAT_CONTEXT_EXCHANGES, weight
     conversation = selectors.own_conversation(user_id, conversation_id)
     if conversation.generating_since is not None and not claimable(conversation.pk):
         raise generation_running()
     # The branch the user is on, never the others.
-    return conversation, past(selectors.branch_of(conversation)), exchanges_cap(conversation)
+    history = past(selectors.branch_of(conversation))
+    return conversation, history, exchanges_cap(conversation), weight
 
 
 def past(messages: Sequence[Message]) -> list[PastMessage]:
@@ -423,6 +506,7 @@ class _Reply:
         self.length = len(prefix)
         self._flushed_length = len(prefix)
         self._last_flush = time.monotonic()
+        self._interval = settings.CHAT_FLUSH_INTERVAL
         self.tokens = 0  # chunks with text streamed by this generation (streamed_tokens)
 
     @property
@@ -436,14 +520,20 @@ class _Reply:
         self.tokens += 1
         return offset
 
+    def flush_due(self) -> bool:
+        """Whether a flush is due: checked per token, so without a coroutine or a setting
+        read (issue 16); the interval is read once per reply."""
+        return (
+            time.monotonic() - self._last_flush >= self._interval
+            and self.length != self._flushed_length
+        )
+
     async def maybe_flush(self) -> None:
-        now = time.monotonic()
-        if (
-            now - self._last_flush < settings.CHAT_FLUSH_INTERVAL
-            or self.length == self._flushed_length
-        ):
-            return
-        self._last_flush = now
+        if self.flush_due():
+            await self.flush()
+
+    async def flush(self) -> None:
+        self._last_flush = time.monotonic()
         length = self.length
         try:
             await database.run(_save_content, self.message_id, self.content, self.tokens)
@@ -573,47 +663,41 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
                     ),
                 )
 
-            before = await asnapshot()
-            if plan.continue_from is not None:
-                await database.run(_resume_reply, plan, lifecycle.process_id())
-                reply = _Reply(plan.continue_from, plan.conversation_pk, plan.prefix)
-            else:
-                reply = _Reply(
-                    await database.run(
-                        _create_reply,
-                        plan,
-                        Message.Status.STREAMING,
-                        queue_wait=reservation.queue_wait_seconds,
-                        in_flight_at_start=reservation.in_flight_at_start,
-                        process=lifecycle.process_id(),
-                    ),
-                    plan.conversation_pk,
-                )
-            yield Started(
-                reply.message_id,
-                str(plan.conversation_pk),
-                plan.model,
-                plan.host,
-                reservation.queue_wait_seconds,
-                offset=reply.length,
-            )
-
+            # The request goes to Ollama now, beside the resource snapshot and the reply row:
+            # the first token waits for none of them (issue 16). Its first chunk is read by
+            # its own task until this one has the reply row; then this task reads on.
             sent_at = time.monotonic()
             first_token_at: float | None = None
             final = None
-            async with _open_stream(plan) as stream:
-                async for chunk in stream:
+            stream = _open_stream(plan)
+            head = asyncio.ensure_future(anext(stream, None))
+            try:
+                before, reply = await asyncio.gather(asnapshot(), _begin_reply(plan, reservation))
+                yield Started(
+                    reply.message_id,
+                    str(plan.conversation_pk),
+                    plan.model,
+                    plan.host,
+                    reservation.queue_wait_seconds,
+                    offset=reply.length,
+                )
+                chunk = await head
+                while chunk is not None:
                     if chunk.content:
                         if first_token_at is None:
                             first_token_at = time.monotonic()
                         offset = reply.add(chunk.content)
                         yield Token(chunk.content, offset, chunk.raw)
-                        await reply.maybe_flush()
+                        if reply.flush_due():
+                            await reply.flush()
                     elif plan.relay_every_chunk and not chunk.done:
                         # Thinking text and tool calls, for the Ollama-compatible proxy.
                         yield Token("", reply.length, chunk.raw)
                     if chunk.done:
                         final = chunk
+                    chunk = await anext(stream, None)
+            finally:
+                await _close_stream(stream, head)
             after = await asnapshot()
         except GeneratorExit:  # closed by the transport: nobody is left to tell
             await asyncio.shield(_save_cancelled(plan, reply))
@@ -743,6 +827,32 @@ async def _save_cancelled(plan: GenerationPlan, reply: _Reply | None) -> Cancell
     )
 
 
+async def _begin_reply(plan: GenerationPlan, reservation: Any) -> _Reply:
+    """The reply row: a new one (status `streaming`), or the continued one claimed again."""
+    if plan.continue_from is not None:
+        await database.run(_resume_reply, plan, lifecycle.process_id())
+        return _Reply(plan.continue_from, plan.conversation_pk, plan.prefix)
+    message_id = await database.run(
+        _create_reply,
+        plan,
+        Message.Status.STREAMING,
+        queue_wait=reservation.queue_wait_seconds,
+        in_flight_at_start=reservation.in_flight_at_start,
+        process=lifecycle.process_id(),
+    )
+    return _Reply(message_id, plan.conversation_pk)
+
+
+async def _close_stream(stream: Any, head: asyncio.Future[Any]) -> None:
+    """Close the upstream response (Ollama stops), its first read first if still running."""
+    if not head.done():
+        head.cancel()
+        await asyncio.wait([head])
+    if not head.cancelled():
+        head.exception()  # retrieved: raised (and handled) where it was awaited, if it was
+    await stream.aclose()
+
+
 def _open_stream(plan: GenerationPlan):
     client = hosts.client_for(plan.host)
     options = plan.ollama_options or None
@@ -756,13 +866,33 @@ def _save_user_message(plan: GenerationPlan) -> int | None:
     transaction: a failure leaves neither, so no conversation is ever empty. The conversation is
     claimed for this generation until its reply is saved (`generation_running` otherwise)."""
     now = timezone.now()
-    claim = {"generating_since": now, "generating_process": lifecycle.process_id()}
+    claim: dict[str, Any] = {
+        "generating_since": now,
+        "generating_process": lifecycle.process_id(),
+    }
     with transaction.atomic():
         if settings.CHAT_MAX_GENERATIONS_PER_USER:
-            # One user's claims one at a time (SQLite's IMMEDIATE transactions are already
-            # serial), so that requests sent at once cannot all pass the limit.
-            list(User.objects.select_for_update().filter(pk=plan.user_id).values_list("pk"))
+            # One user's claims one at a time, so that requests sent at once cannot all pass
+            # the limit. SQLite's IMMEDIATE transactions are already serial (and it has no
+            # FOR UPDATE): no statement there.
+            if connection.features.has_select_for_update:
+                list(User.objects.select_for_update().filter(pk=plan.user_id).values_list("pk"))
             limits.check_generations_now(plan.user_id)
+        message = None
+        if plan.save_user_message:  # not for a regeneration or a continuation: claimed only
+            # Inserted before its conversation's statement (a new conversation's row, or the
+            # claim of an existing one), so that this statement also makes it the current
+            # leaf (issue 16: one statement less). The foreign key to the conversation is
+            # checked at commit (deferred), and a refused claim rolls the message back.
+            message = Message.objects.create(
+                conversation_id=plan.conversation_pk,
+                parent_id=plan.parent_id,
+                role=Message.Role.USER,
+                content=plan.user_content,
+                model=plan.model,
+                attachments=plan.attachments,
+            )
+            claim["current_leaf"] = message
         if plan.conversation is None:
             Conversation.objects.create(
                 pk=plan.conversation_pk, owner_id=plan.user_id, **plan.new_conversation, **claim
@@ -772,19 +902,9 @@ def _save_user_message(plan: GenerationPlan) -> int | None:
         ):
             # One generation per conversation: the check in prepare_chat() raced with another.
             raise generation_running()
-        if not plan.save_user_message:  # a regeneration or a continuation: claimed, no more
-            plan.saved = True
-            return plan.user_message_id
-        message = Message.objects.create(
-            conversation_id=plan.conversation_pk,
-            parent_id=plan.parent_id,
-            role=Message.Role.USER,
-            content=plan.user_content,
-            model=plan.model,
-            attachments=plan.attachments,
-        )
-        Conversation.objects.filter(pk=plan.conversation_pk).update(current_leaf=message)
     plan.saved = True
+    if message is None:
+        return plan.user_message_id
     plan.user_message_id = message.pk
     return message.pk
 

@@ -25,6 +25,7 @@ def index(request):
         "urls": {
             "models": reverse("models"),
             "conversations": reverse("conversations"),
+            "search": reverse("search"),
             "login": reverse("login"),
             "usage": reverse("usage"),
             "home": reverse("home"),

@@ -11,6 +11,7 @@ address that failed with keys too often) and 503 (the database or Redis is unava
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -19,6 +20,21 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+#: Path words that are verbs: the operation is named after them (`download_upload`,
+#: `export_conversations`), whatever the method.
+VERBS = {"cancel", "download", "export", "import", "search", "share", "logout", "register"}
+#: Leading path words that only group endpoints: `auth/logout` is `logout`.
+NAMESPACES = {"auth"}
+_PER_METHOD = {"GET": "get", "PUT": "update", "PATCH": "partial_update", "DELETE": "delete"}
+
+
+def _singular(word: str) -> str:
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith("s") and not word.endswith(("ss", "us", "series")):
+        return word[:-1]
+    return word
 
 
 class ErrorOutput(serializers.Serializer):
@@ -44,6 +60,43 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 class AutoSchema(SpectacularAutoSchema):
+    def get_operation_id(self) -> str:
+        """A snake_case name that reads as what the operation does, as client generators use
+        it: `list_conversations`, `create_conversation`, `get_conversation`,
+        `delete_conversation`, `regenerate_message`, `stream_chat`, `logout`; not DRF's
+        `conversations_retrieve`. Views name the few the rule gets wrong with
+        `extend_schema(operation_id=...)`, which wins over this."""
+        segments = [s for s in re.sub(self.path_prefix, "", self.path).strip("/").split("/") if s]
+        while segments and segments[0] in NAMESPACES and len(segments) > 1:
+            segments = segments[1:]
+        words = [s.replace("-", "_") for s in segments if not s.startswith("{")]
+        if not words:
+            return "get_root"
+        last_is_param = segments[-1].startswith("{")
+        # A word after an id acts on that one object: `conversations/{id}/branch`.
+        after_param = len(segments) > 1 and segments[-2].startswith("{") and not last_is_param
+        last, rest = words[-1], words[:-1]
+        one = "_".join(_singular(w) for w in words)
+
+        if last_is_param:
+            return f"{_PER_METHOD.get(self.method, self.method.lower())}_{one}"
+        # A POST to a collection (listed too) makes one: `create_upload`; elsewhere the last
+        # word is what it does: `chat`, `stream_chat`, `refresh_token`.
+        collection = hasattr(self.view, "list") or (
+            last.endswith("s") and hasattr(self.view, "get")
+        )
+        if last in VERBS or (self.method == "POST" and not collection):
+            if not rest:
+                return last
+            noun = "_".join(_singular(w) for w in rest) if after_param else "_".join(rest)
+            return f"{last}_{noun}"
+        if self.method == "POST":
+            return f"create_{one}"
+        if self.method == "GET" and self._is_list_view():
+            return f"list_{'_'.join([*(_singular(w) for w in rest), last])}"
+        noun = "_".join([*(_singular(w) for w in rest), last])
+        return f"{_PER_METHOD.get(self.method, self.method.lower())}_{noun}"
+
     def _error_statuses(self) -> set[int]:
         # A bad bearer token is refused (401) before permissions are even asked, an API key
         # from an address that failed with keys too often too (429), and any path can name what

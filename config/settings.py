@@ -81,15 +81,19 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.metrics.RequestMetricsMiddleware",  # first: it counts every answer, refusals too
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, async-capable: no thread hop for the requests that are not static files.
+    "config.static_files.AsyncWhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's own (and django-csp's), with their hooks on the event loop rather than a thread
+    # hop each, unless they may do I/O (config/inline_middleware.py). Security, CSRF and
+    # X-Frame-Options keep Django's names: `check --deploy` looks for them by name.
+    "config.inline_middleware.InlineSessionMiddleware",
+    "config.inline_middleware.InlineCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.inline_middleware.InlineAuthenticationMiddleware",
+    "config.inline_middleware.InlineMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "config.inline_middleware.InlineCSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -408,6 +412,9 @@ OLLAMA_URLS = [_url.rstrip("/") for _url in OLLAMA_URLS]
 OLLAMA_DEFAULT_MODEL = env.str("OLLAMA_DEFAULT_MODEL", "")
 OLLAMA_CONNECT_TIMEOUT = env.float("OLLAMA_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 OLLAMA_READ_TIMEOUT = env.float("OLLAMA_READ_TIMEOUT", 300.0, minimum=1.0)
+# The HTTP client under core.ollama: httpx's own (httpcore and h11, pure Python) or aiohttp's
+# parser (C) behind the same httpx API, which costs less per streamed chunk (docs/performance.md).
+OLLAMA_HTTP_CLIENT = env.choice("OLLAMA_HTTP_CLIENT", "httpx", ("httpx", "aiohttp"))
 # Tokens: the context window of a chat that sets no num_ctx; mirror the Ollama server's own
 # OLLAMA_CONTEXT_LENGTH (4096 by default). A model's shorter context length still wins.
 OLLAMA_CONTEXT_LENGTH = env.int("OLLAMA_CONTEXT_LENGTH", 4096, minimum=256)
@@ -485,6 +492,16 @@ UPLOAD_EXTRACT_MEMORY_MB = env.int("UPLOAD_EXTRACT_MEMORY_MB", 512, minimum=128,
 UPLOAD_EXTRACT_MAX_PAGES = env.int("UPLOAD_EXTRACT_MAX_PAGES", 200, minimum=1)
 # Children parsing PDFs at once per web process (the others wait their turn).
 UPLOAD_EXTRACT_CONCURRENCY = env.int("UPLOAD_EXTRACT_CONCURRENCY", 2, minimum=1)
+
+# --- Export, import, share (chat/exports.py, chat/imports.py, chat/shares.py) -----------------
+
+# The largest file POST /api/conversations/import/ reads (parsed in the request, so bounded),
+# and the conversations and messages one import may create.
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", min(UPLOAD_MAX_BYTES, 20 * 1024 * 1024), minimum=1)
+IMPORT_MAX_CONVERSATIONS = env.int("IMPORT_MAX_CONVERSATIONS", 1000, minimum=1)
+IMPORT_MAX_MESSAGES = env.int("IMPORT_MAX_MESSAGES", 20_000, minimum=1)
+# Read-only links to a conversation (/s/<token>): off, users (anyone logged in here), public.
+SHARE_LINKS = env.choice("SHARE_LINKS", "users", ("off", "users", "public"))
 # Uploads inside a static folder would be served by WhiteNoise, bypassing owner checks and the
 # download view's headers.
 for _static_dir in [STATIC_ROOT, *STATICFILES_DIRS]:

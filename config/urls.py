@@ -10,8 +10,9 @@ from drf_spectacular.views import (
 )
 
 from accounts.views import admin_login
+from chat import share_views
 from chat import views as chat_views
-from config import error_pages, health, metrics_view
+from config import api_index, error_pages, health, metrics_view
 from monitoring import views as monitoring_views
 
 
@@ -29,6 +30,7 @@ docs_csp = csp_update(
 
 urlpatterns = [
     path("", chat_views.index, name="home"),
+    path("s/<str:token>", share_views.share_page, name="share_page"),
     path("favicon.ico", favicon),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
@@ -39,6 +41,7 @@ urlpatterns = [
     path("admin/login/", admin_login),
     path("admin/monitoring/now/", monitoring_views.now_admin, name="monitoring_now_admin"),
     path("admin/", admin.site.urls),
+    path("api/", api_index.ApiIndexView.as_view(), name="api-index"),
     path("api/auth/", include("accounts.api_urls")),
     path("api/", include("chat.api_urls")),
     path("api/uploads/", include("uploads.api_urls")),

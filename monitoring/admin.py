@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from django.contrib import admin
 
+from config.admin_display import RoundedFieldsMixin, rounded
 from monitoring.models import GpuSample, HostSample, LoadedModelSample
 
 
@@ -28,16 +29,20 @@ class GpuSampleInline(ReadOnlyAdminMixin, admin.TabularInline):
     fields: ClassVar[tuple[str, ...]] = (
         "index",
         "name",
-        "memory_used_mb",
-        "memory_total_mb",
+        "memory_used_mb_rounded",
+        "memory_total_mb_rounded",
         "utilization_percent",
         "memory_utilization_percent",
         "temperature_c",
-        "power_draw_w",
-        "power_limit_w",
+        "power_draw_w_rounded",
+        "power_limit_w_rounded",
         "error",
     )
     readonly_fields = fields
+    memory_used_mb_rounded = rounded("memory_used_mb", 0, " MB", "memory used")
+    memory_total_mb_rounded = rounded("memory_total_mb", 0, " MB", "memory total")
+    power_draw_w_rounded = rounded("power_draw_w", 1, " W", "power draw")
+    power_limit_w_rounded = rounded("power_limit_w", 1, " W", "power limit")
 
 
 class LoadedModelSampleInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -56,18 +61,30 @@ class LoadedModelSampleInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(HostSample)
-class HostSampleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class HostSampleAdmin(RoundedFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "taken_at"
     list_display = [
         "taken_at",
         "host",
-        "ram_used_mb",
-        "ram_percent",
-        "cpu_percent",
-        "load_1",
-        "ollama_rss_mb",
+        "ram_used_mb_rounded",
+        "ram_percent_rounded",
+        "cpu_percent_rounded",
+        "load_1_rounded",
+        "ollama_rss_mb_rounded",
         "gpu_available",
     ]
+    ram_used_mb_rounded = rounded("ram_used_mb", 0, " MB", "RAM used")
+    ram_percent_rounded = rounded("ram_percent", 1, " %", "RAM")
+    cpu_percent_rounded = rounded("cpu_percent", 1, " %", "CPU")
+    load_1_rounded = rounded("load_1", 2, "", "load (1 min)")
+    ollama_rss_mb_rounded = rounded("ollama_rss_mb", 0, " MB", "Ollama RSS")
+    ram_total_mb_rounded = rounded("ram_total_mb", 0, " MB", "RAM total")
+    ram_available_mb_rounded = rounded("ram_available_mb", 0, " MB", "RAM available")
+    swap_total_mb_rounded = rounded("swap_total_mb", 0, " MB", "swap total")
+    swap_used_mb_rounded = rounded("swap_used_mb", 0, " MB", "swap used")
+    swap_percent_rounded = rounded("swap_percent", 1, " %", "swap")
+    load_5_rounded = rounded("load_5", 2, "", "load (5 min)")
+    load_15_rounded = rounded("load_15", 2, "", "load (15 min)")
     list_filter = ["host", "gpu_available", "gpus__name"]
     search_fields = ["host"]
     ordering = ["-taken_at"]
@@ -78,19 +95,23 @@ class HostSampleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(GpuSample)
-class GpuSampleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class GpuSampleAdmin(RoundedFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "taken_at"
     list_display = [
         "taken_at",
         "host",
         "index",
         "name",
-        "memory_used_mb",
-        "memory_total_mb",
+        "memory_used_mb_rounded",
+        "memory_total_mb_rounded",
         "utilization_percent",
         "temperature_c",
-        "power_draw_w",
+        "power_draw_w_rounded",
     ]
+    memory_used_mb_rounded = rounded("memory_used_mb", 0, " MB", "memory used")
+    memory_total_mb_rounded = rounded("memory_total_mb", 0, " MB", "memory total")
+    power_draw_w_rounded = rounded("power_draw_w", 1, " W", "power draw")
+    power_limit_w_rounded = rounded("power_limit_w", 1, " W", "power limit")
     list_filter = ["host", "name", "uuid", "index"]
     search_fields = ["host", "name", "uuid"]
     ordering = ["-taken_at", "index"]

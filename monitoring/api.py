@@ -602,6 +602,7 @@ class NowCancelView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(
+        operation_id="cancel_generation",
         request=NowCancelInput,
         responses={202: NowCancelOutput, 404: ErrorOutput, 409: ErrorOutput},
     )

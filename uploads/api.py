@@ -24,7 +24,7 @@ from rest_framework.reverse import reverse
 from uploads import selectors, services
 from uploads.errors import UploadError
 from uploads.filenames import UnsafePath, content_disposition
-from uploads.handlers import FIELD_NAME, LimitedUploadHandler
+from uploads.handlers import FIELD_NAME, LimitedUploadViewMixin
 from uploads.models import Upload
 from uploads.throttling import UploadRateThrottle
 
@@ -82,24 +82,11 @@ class UploadsAPIView(generics.GenericAPIView):
             raise NotFound("No upload with this id.") from None
 
 
-class UploadListCreateView(mixins.ListModelMixin, UploadsAPIView):
+class UploadListCreateView(LimitedUploadViewMixin, mixins.ListModelMixin, UploadsAPIView):
     parser_classes = [MultiPartParser]
-    upload_handler: LimitedUploadHandler | None = None
 
-    def initialize_request(self, request, *args, **kwargs):
-        # Must happen before DRF authenticates: SessionAuthentication's CSRF check reads
-        # request.POST, which parses the body with whatever handlers are installed then.
-        if request.method == "POST":
-            self.upload_handler = LimitedUploadHandler(request, max_bytes=settings.UPLOAD_MAX_BYTES)
-            request.upload_handlers = [self.upload_handler]
-        return super().initialize_request(request, *args, **kwargs)
-
-    def dispatch(self, request, *args, **kwargs):
-        try:
-            return super().dispatch(request, *args, **kwargs)
-        finally:
-            if self.upload_handler is not None:
-                self.upload_handler.discard()
+    def upload_max_bytes(self) -> int:
+        return settings.UPLOAD_MAX_BYTES
 
     def get_throttles(self):
         throttles = super().get_throttles()

@@ -176,3 +176,30 @@ class LimitedUploadHandler(FileUploadHandler):
                 path.unlink()
         for upload in self._uploads:
             upload.close()
+
+
+class LimitedUploadViewMixin:
+    """For a DRF view that takes a multipart file: the size limit holds while the body streams
+    in, and nothing above it is written anywhere.
+
+    The handler is installed in `initialize_request`, before DRF authenticates, because
+    SessionAuthentication's CSRF check reads request.POST, which parses the body with whatever
+    handlers are installed then."""
+
+    upload_handler: LimitedUploadHandler | None = None
+
+    def upload_max_bytes(self) -> int:
+        raise NotImplementedError
+
+    def initialize_request(self, request, *args, **kwargs):
+        if request.method == "POST":
+            self.upload_handler = LimitedUploadHandler(request, max_bytes=self.upload_max_bytes())
+            request.upload_handlers = [self.upload_handler]
+        return super().initialize_request(request, *args, **kwargs)  # type: ignore[misc]
+
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            if self.upload_handler is not None:
+                self.upload_handler.discard()

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import httpx
+import orjson
 
 from core.ollama.errors import (
     ModelNotFound,
@@ -115,10 +116,24 @@ class OllamaClient:
         headers: Mapping[str, str] | None = None,
         max_connections: int = 512,
         max_keepalive_connections: int = 32,
+        http_client: Literal["httpx", "aiohttp"] | str = "httpx",
     ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.host = self.base_url
         self.read_timeout = read_timeout
+        if transport is None and http_client == "aiohttp":
+            # aiohttp's C parser behind httpx's API: less CPU per streamed chunk than httpcore
+            # and h11 (issue 16). Its errors come back as httpx's (httpx_aiohttp maps them).
+            from httpx_aiohttp import AiohttpTransport
+
+            transport = AiohttpTransport(
+                trust_env=False,
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_keepalive_connections,
+                    keepalive_expiry=30.0,
+                ),
+            )
         if transport is None:
             transport = httpx.AsyncHTTPTransport(
                 limits=httpx.Limits(
@@ -199,12 +214,14 @@ class OllamaClient:
             )
         return OllamaServerError(message, host=host, status_code=status)
 
-    def _decode_line(self, line: str) -> dict[str, Any]:
+    def _decode_line(self, line: str | bytes) -> dict[str, Any]:
         try:
-            obj = json.loads(line)
+            obj = orjson.loads(line)
         except ValueError:
             obj = None
         if not isinstance(obj, dict):
+            if isinstance(line, bytes):
+                line = line.decode("utf-8", "replace")
             raise OllamaProtocolError(
                 f"Ollama at {self.host} sent a malformed line: {line[:200]!r}", host=self.host
             )
@@ -272,18 +289,39 @@ class OllamaClient:
                     content = b""
                 raise self._status_error(response.status_code, content, response.headers, model)
             try:
-                async for line in response.aiter_lines():
-                    if not line.strip() or final is not None:
+                # A network read often holds many lines (a fast model, a busy process): they
+                # are split and parsed here in one loop, not one by one through httpx's text
+                # and line decoders (issue 16: the relay's cost per token).
+                buffer = b""
+                async for data in response.aiter_bytes():
+                    if final is not None:
                         continue
-                    obj = self._decode_line(line)
+                    buffer += data
+                    if b"\n" not in data:
+                        continue
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if final is not None or not line.strip():
+                            continue
+                        obj = self._decode_line(line)
+                        if "error" in obj:
+                            raise OllamaStreamError(
+                                str(obj["error"]), host=self.host, status_code=response.status_code
+                            )
+                        if is_final(obj):
+                            final = obj
+                            continue
+                        yield parse(obj)
+                if final is None and buffer.strip():  # a last line without its newline
+                    obj = self._decode_line(buffer)
                     if "error" in obj:
                         raise OllamaStreamError(
                             str(obj["error"]), host=self.host, status_code=response.status_code
                         )
                     if is_final(obj):
                         final = obj
-                        continue
-                    yield parse(obj)
+                    else:
+                        yield parse(obj)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, True) from exc
             if final is None:

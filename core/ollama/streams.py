@@ -36,8 +36,9 @@ class ResponseStream(Generic[T]):
     def __aiter__(self) -> ResponseStream[T]:
         return self
 
-    async def __anext__(self) -> T:
-        return await self._agen.__anext__()
+    def __anext__(self) -> Awaitable[T]:
+        # The generator's own awaitable: no coroutine of ours per chunk (issue 16).
+        return self._agen.__anext__()
 
     async def aclose(self) -> None:
         """Close the upstream response now (Ollama stops generating)."""

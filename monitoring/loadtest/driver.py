@@ -6,7 +6,9 @@ For each concurrency level C it sends ``requests`` chats (at least C) through
 ``POST /api/chat/stream/`` (Server-Sent Events) with C of them in flight at any moment (a closed
 loop: each of C workers sends its next request when the previous one ends), after ``warmup``
 unmeasured sequential requests that load the model. Every request starts a new conversation with
-the same prompt (tagged ``[loadtest C.i]``), so that context does not grow along the run.
+the same prompt (tagged ``[loadtest C.i]``), so that context does not grow along the run, and
+of source ``loadtest`` (``"source": "loadtest"`` in the body), so that the run's conversations
+stay out of the account's conversation list and search unless asked for (``?source=loadtest``).
 
 Per request it records, from the ``metrics`` event of the stream (the gateway's own figures):
 Ollama's decode speed ``tokens_per_second`` (eval_count / eval_duration), ``eval_count``, the
@@ -279,6 +281,8 @@ async def chat_stream(
     body: dict[str, Any] = {
         "message": f"[loadtest {level}.{index}] {config.prompt}",
         "model": config.model,
+        # Kept out of the conversation list (and search) unless asked for: ?source=loadtest.
+        "source": "loadtest",
     }
     if config.max_tokens is not None:
         body["options"] = {"max_tokens": config.max_tokens}

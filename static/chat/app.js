@@ -189,10 +189,12 @@
     return `${gb.toFixed(gb < 1 ? 2 : 1)} GB`;
   }
 
-  function showBanner(text, kind, link) {
+  // `frame`: the error answered, whose code and detail go behind "Details" (errors.js).
+  function showBanner(text, kind, link, frame) {
     dom.banner.replaceChildren();
     dom.banner.className = `banner ${kind || "error"}`;
-    dom.banner.append(document.createTextNode(text));
+    if (frame) window.ChatErrors.fill(dom.banner, text, frame);
+    else dom.banner.append(document.createTextNode(text));
     if (link) {
       const a = el("a", "", link.text);
       a.href = link.href;
@@ -264,71 +266,14 @@
 
   // ------------------------------------------------------------------ error texts
 
-  function seconds(value) {
-    return value ? `${value} s` : "a moment";
-  }
-
+  // The sentences live in errors.js (every code of docs/api.md); the technical part goes
+  // behind "Details" where the text is shown (showBanner, a reply's note).
   // `kind`: what the frame answered ("send", "regenerate", "edit", "continue"), when known.
   function errorText(frame, kind) {
-    const detail = frame.detail || "";
-    const action = kind && kind !== "send";
-    switch (frame.code) {
-      case "ollama_unreachable":
-        return `Ollama is not reachable, so no reply can be generated right now. ${detail}`;
-      case "model_not_found":
-        return `The model is not installed on the Ollama server: pick another model, or pull it first. (${detail})`;
-      case "queue_full":
-        return `The server is busy: the queue for this model is full. Try again in ${seconds(frame.retry_after)}.`;
-      case "ollama_busy":
-        return `Ollama is busy. Try again in ${seconds(frame.retry_after)}.`;
-      case "rate_limited":
-        return `You are sending messages too quickly. Try again in ${seconds(frame.retry_after)}.`;
-      case "budget_exhausted":
-        return budgetExhaustedText(frame);
-      case "too_many_generations":
-        return "You already have replies being generated: wait for one to finish, or stop it.";
-      case "ollama_timeout":
-        return "Ollama stopped sending (timeout). What was generated is kept.";
-      case "ollama_stream_error":
-      case "ollama_protocol_error":
-      case "ollama_error":
-        return `Ollama reported an error: ${detail}`;
-      case "bad_request":
-        return `Ollama refused the request: ${detail}`;
-      case "gate_lost":
-        return "The server lost its place for this reply. Try again.";
-      case "interrupted":
-        return "The reply was interrupted: the server stopped before it finished.";
-      case "not_found":
-        return action
-          ? "That message no longer exists (deleted in another tab?): reload the conversation."
-          : "This conversation no longer exists.";
-      case "generation_running":
-        return "A reply is still being generated in this conversation (here or in another tab): wait for it to finish, or stop it, then try again.";
-      case "nothing_to_continue":
-        return "This reply is complete: there is nothing to continue.";
-      case "no_question":
-        return "This reply answers no saved question, so it cannot be regenerated or continued.";
-      case "wrong_message_role":
-        return detail || "That action does not apply to this message.";
-      case "internal_error":
-        return "The server failed while generating. What was generated is kept.";
-      case "token_expired":
-      case "session_ended":
-        return "Your session expired, log in again.";
-      case "model_lacks_vision":
-        return "This model can't see images; pick a vision model such as llava, or remove the image. Your files are still attached.";
-      case "attachment_not_found":
-        return "An attached file no longer exists (it was deleted): remove it and attach it again.";
-      case "attachment_missing":
-        return `An attached file is missing on the server: remove it and upload it again. (${detail})`;
-      case "attachment_unreadable":
-        return `An attached file could not be read: ${detail}`;
-      case "too_many_attachments":
-        return `At most ${config.uploads.maxAttachments} files go with one message.`;
-      default:
-        return detail || "Something went wrong.";
-    }
+    return window.ChatErrors.text(frame, kind, {
+      budgetText: budgetExhaustedText,
+      maxAttachments: config.uploads.maxAttachments,
+    });
   }
 
   // ------------------------------------------------------------------ session and connection
@@ -361,16 +306,33 @@
     expired: "Signed out",
   };
 
+  // The indicator tells about the connection to this server; when the server answers but
+  // Ollama does not (the models list says so), it says that too, so that it never reads
+  // "Connected" beside a note that nothing can answer: "Connected · Ollama down".
   function setConnection(name) {
     dom.conn.dataset.state = name;
-    dom.conn.querySelector(".conn-text").textContent = CONNECTION_TEXT[name] || name;
-    dom.conn.title =
-      name === "connected"
+    const ollamaDown = name === "connected" && state.ollamaDown;
+    if (ollamaDown) dom.conn.dataset.ollama = "down";
+    else delete dom.conn.dataset.ollama;
+    dom.conn.querySelector(".conn-text").textContent = ollamaDown
+      ? "Connected · Ollama down"
+      : CONNECTION_TEXT[name] || name;
+    dom.conn.title = ollamaDown
+      ? "Connected to the server, but Ollama is not answering: replies cannot be generated"
+      : name === "connected"
         ? "Live connection to the server"
         : name === "expired"
           ? "Your session expired"
           : "Trying to reach the server; replies resume where they stopped";
     updateComposer();
+  }
+
+  const OLLAMA_DOWN_CODES = new Set(["ollama_unreachable", "ollama_timeout", "ollama_error"]);
+
+  function setOllamaDown(down) {
+    if (Boolean(state.ollamaDown) === down) return;
+    state.ollamaDown = down;
+    setConnection(dom.conn.dataset.state);
   }
 
   let tray = null; // the files attached to the next message (attachments.js), made below
@@ -702,8 +664,9 @@
         view.text = text;
         body.replaceChildren(renderer.render(text));
       },
-      setNote(text, kind) {
-        note.textContent = text || "";
+      setNote(text, kind, frame) {
+        if (frame) window.ChatErrors.fill(note, text, frame);
+        else note.textContent = text || "";
         note.className = `msg-note ${kind || ""}`;
         note.hidden = !text;
       },
@@ -746,7 +709,7 @@
         if (status === "cancelled") meta.append(el("span", "badge", "Stopped"));
         if (status === "interrupted") meta.append(el("span", "badge warn", "Interrupted"));
         if (status === "failed") meta.append(el("span", "badge bad", "Failed"));
-        if (error) view.setNote(error, "error");
+        if (error) view.setNote(error, "error", view.errorFrame);
         else view.setNote("");
         if (hasFigures(metrics)) {
           const toggle = el("button", "details-toggle", "Details");
@@ -1350,10 +1313,13 @@
         return onAccepted(frame);
       case "chat.queued":
         if (belongsToGen(frame) && state.gen.accepted) {
-          const wait = frame.estimated_wait == null ? "" : `, about ${formatWait(frame.estimated_wait)}`;
-          const text = `Waiting in the queue: position ${frame.position}${wait}`;
+          // Said once, in the reply it is about (not again in the status line); a new
+          // position replaces the note, and only the first is announced to screen readers.
+          const text = window.ChatErrors.queued(frame, formatWait);
           state.gen.view.setNote(text, "queued");
-          setStatus(text);
+          if (!state.gen.queuedSaid) announce(text);
+          state.gen.queuedSaid = true;
+          setStatus("");
         }
         return undefined;
       case "chat.started":
@@ -1483,7 +1449,8 @@
     else gen.view.render("");
     gen.view.finish(status, frame.metrics || null, null);
     // Stopped by someone else (staff, or abandoned): the server says who and why.
-    if (status === "cancelled" && frame.detail) gen.view.setNote(frame.detail, "muted");
+    if (status === "cancelled" && frame.code) gen.view.setNote(errorText(frame), "muted", frame);
+    else if (status === "cancelled" && frame.detail) gen.view.setNote(frame.detail, "muted");
     else if (status === "cancelled" && !gen.text) gen.view.setNote("Stopped before any text.", "muted");
     endGeneration();
     scrollToBottom(false);
@@ -1507,6 +1474,7 @@
     }
     if (frame.code === "not_found" && gen && gen.accepted && !frame.conversation) {
       // The reply we follow (or its conversation) is gone: deleted elsewhere.
+      gen.view.errorFrame = frame;
       gen.view.finish("failed", null, errorText(frame));
       endGeneration();
       return;
@@ -1518,9 +1486,9 @@
       (frame.conversation || !gen.accepted);
     if (!ours) {
       if (frame.code === "not_found" && state.current) {
-        showBanner(errorText(frame));
+        showBanner(errorText(frame), "error", null, frame);
       } else if (frame.code && !frame.conversation) {
-        showBanner(errorText(frame));
+        showBanner(errorText(frame), "error", null, frame);
       }
       return;
     }
@@ -1538,8 +1506,9 @@
       if (gen.kind === "send" && ATTACHMENT_CODES.has(frame.code)) {
         tray.markRefused(frame.code, frame.detail, text);
       }
-      showBanner(text, "error");
+      showBanner(text, "error", null, frame);
       dom.banner.dataset.code = frame.code || "";
+      if (OLLAMA_DOWN_CODES.has(frame.code)) setOllamaDown(true);
       if (frame.code === "budget_exhausted") loadUsage();
       if (frame.code === "generation_running" && state.current) {
         // Someone else's reply runs here (another tab, the API): follow it, so that it can be
@@ -1552,6 +1521,7 @@
     cancelRender(gen);
     gen.view.render(gen.text);
     gen.view.setMessage(frame.message);
+    gen.view.errorFrame = frame;
     gen.view.finish(frame.code === "interrupted" ? "interrupted" : "failed", null, text);
     gen.view.root.dataset.code = frame.code || "";
     endGeneration();
@@ -1643,6 +1613,7 @@
     const url = new URL(window.location.href);
     if (id) url.searchParams.set("c", id);
     else url.searchParams.delete("c");
+    url.searchParams.delete("m"); // a search hit's message: shown once, not on every reload
     window.history.replaceState(null, "", url);
   }
 
@@ -1722,7 +1693,8 @@
     if (more && state.nextPage) {
       url = state.nextPage;
     } else {
-      const params = new URLSearchParams({ page_size: "30", source: "chat" });
+      const source = $("conv-source");
+      const params = new URLSearchParams({ page_size: "30", source: source ? source.value : "chat" });
       const query = dom.search.value.trim();
       if (query) params.set("q", query);
       url = `${urls.conversations}?${params}`;
@@ -1853,6 +1825,51 @@
     await loadMessages(state.current);
   }
 
+  // ------------------------------------------------------------------ search hits
+
+  function viewOfMessage(messageId) {
+    return messageViews().find((view) => view.data && view.data.id === messageId) || null;
+  }
+
+  // A search hit (static/chat/search.js): the conversation, on the branch through the message
+  // (switched to it, as the ‹ › pager does, when another branch is shown), scrolled to the
+  // message and marked for a moment.
+  async function openConversationAt(id, messageId) {
+    if (!(state.current && state.current.id === id && viewOfMessage(messageId))) {
+      await openConversation(id);
+    }
+    if (messageId == null || !state.current || state.current.id !== id) return;
+    let view = viewOfMessage(messageId);
+    if (!view && !state.gen && !actionsLocked()) {
+      try {
+        await api(`${conversationUrl(id)}branch/`, { method: "POST", body: { message: messageId } });
+        const messages = await fetchMessages(id);
+        if (!state.current || state.current.id !== id) return;
+        await loadMessages(state.current, messages, { keepScroll: true });
+      } catch (error) {
+        if (error.status !== 401) showBanner(`Could not show that message: ${error.message}`);
+        return;
+      }
+      view = viewOfMessage(messageId);
+    }
+    if (!view) {
+      showBanner("That message is not in this conversation any more.", "warn");
+      return;
+    }
+    view.root.scrollIntoView({ block: "center" });
+    state.stickToBottom = nearBottom();
+    view.root.classList.remove("search-target", "search-target-fading");
+    view.root.classList.add("search-target");
+    clearTimeout(view.searchTimer);
+    view.searchTimer = setTimeout(() => {
+      view.root.classList.add("search-target-fading");
+      view.searchTimer = setTimeout(() => {
+        view.root.classList.remove("search-target", "search-target-fading");
+      }, 1300);
+    }, 1500);
+    announce("Showing the message found.");
+  }
+
   function messageView(message) {
     if (message.role === "user") {
       return createUserView(message.content, message.attachments, message);
@@ -1862,11 +1879,12 @@
     if (message.status === "streaming") {
       view.root.dataset.status = "streaming";
     } else {
-      const error =
+      const failure =
         message.status === "failed" || message.status === "interrupted"
-          ? errorText({ code: message.error_code || message.status, detail: message.error })
+          ? { code: message.error_code || message.status, detail: message.error }
           : null;
-      view.finish(message.status, message.metrics, error);
+      view.errorFrame = failure;
+      view.finish(message.status, message.metrics, failure ? errorText(failure) : null);
       if (message.error_code) view.root.dataset.code = message.error_code;
     }
     return view;
@@ -2023,10 +2041,12 @@
       state.models = [];
       fillModels();
       if (error.status !== 401) {
-        const why =
-          error.data && error.data.code === "ollama_unreachable"
-            ? `Ollama is unreachable: ${error.message}`
-            : `Could not list the models: ${error.message}`;
+        const code = error.data && error.data.code;
+        // Ollama (not this server) failed to list its models: the indicator says so too.
+        setOllamaDown(OLLAMA_DOWN_CODES.has(code));
+        const why = code === "ollama_unreachable"
+          ? `Ollama is unreachable: ${error.message}`
+          : `Could not list the models: ${error.message}`;
         dom.modelsNote.textContent = why;
         dom.modelsNote.className = "models-note error";
         dom.modelsNote.hidden = false;
@@ -2037,6 +2057,7 @@
     }
     state.models = data.models || [];
     fillModels();
+    setOllamaDown(false); // one host at least answered
     const unreachable = data.unreachable || [];
     if (unreachable.length) {
       dom.modelsNote.textContent = `Unreachable Ollama host${unreachable.length > 1 ? "s" : ""}: ${unreachable.map((u) => u.host).join(", ")}`;
@@ -2217,6 +2238,27 @@
     searchTimer = setTimeout(() => loadConversations(false), 250);
   });
   dom.convMore.addEventListener("click", () => loadConversations(true));
+  // The titles filter as the list reloads; the text of messages is searched by search.js.
+  const searchPanel = new window.ChatSearch.SearchPanel({
+    input: dom.search,
+    section: $("search-hits"),
+    list: $("search-list"),
+    note: $("search-note"),
+    more: $("search-more"),
+    url: urls.search,
+    api,
+    params: () => ({ source: $("conv-source").value }),
+    onOpen: (id, messageId) => {
+      openConversationAt(id, messageId);
+      closeDrawer();
+    },
+  });
+  $("conv-source").addEventListener("change", () => {
+    loadConversations(false);
+    searchPanel.refresh();
+  });
+  // Conversations added elsewhere on the page (an import: static/chat/transfer.js).
+  document.addEventListener("chat:conversations-changed", () => loadConversations(false));
   dom.openSidebar.addEventListener("click", openDrawer);
   dom.closeSidebar.addEventListener("click", closeDrawer);
   dom.backdrop.addEventListener("click", closeDrawer);
@@ -2252,6 +2294,9 @@
   loadConversations(false);
   loadUsage();
   const initial = new URL(window.location.href).searchParams.get("c");
-  if (initial) openConversation(initial);
+  // ?c=<conversation>&m=<message>: a search hit's link, opened in a new tab.
+  const initialMessage = Number(new URL(window.location.href).searchParams.get("m")) || null;
+  if (initial && initialMessage) openConversationAt(initial, initialMessage);
+  else if (initial) openConversation(initial);
   else renderHeader();
 })();

@@ -126,10 +126,14 @@
       const kind = guessKind(record);
       const chip = el("li", "att-chip sent");
       chip.dataset.kind = kind;
-      const thumb = el("span", "att-thumb");
+      let thumb = el("span", "att-thumb");
       thumb.append(icon(kind));
       const text = el("span", "att-text");
       let label;
+      if (kind === "image" && typeof record.id === "string" && record.id && global.ChatImages) {
+        // images.js: a thumbnail that opens the full image; the icon if the file is gone.
+        thumb = global.ChatImages.thumbnail(downloadUrl(uploadsUrl, record.id), name, icon(kind));
+      }
       if (typeof record.id === "string" && record.id) {
         label = el("a", "att-name", name);
         label.href = downloadUrl(uploadsUrl, record.id);

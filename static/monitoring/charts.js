@@ -16,7 +16,10 @@
   var SVG = "http://www.w3.org/2000/svg";
   var HEIGHT = 190;
   var MARGIN = { left: 52, right: 12, top: 10, bottom: 24 };
-  var COLORS = ["#2f6feb", "#d9480f", "#2b8a3e", "#9c36b5", "#e67700", "#0b7285", "#c2255c", "#5c940d"];
+  // Series colours are the theme's --chart-1 .. --chart-8 (static/css/app.css), applied through
+  // the classes mon-series-N / mon-swatch-N (dashboard.css), so that a theme switch recolours
+  // the drawn charts without a redraw.
+  var COLOR_COUNT = 8;
 
   function el(name, attrs, parent) {
     var node = document.createElementNS(SVG, name);
@@ -114,7 +117,7 @@
     }
 
     series.forEach(function (s, index) {
-      var color = COLORS[index % COLORS.length];
+      var color = "mon-series-" + (index % COLOR_COUNT);
       var d = "", prevT = null, last = null;
       s.points.forEach(function (p) {
         if (p.t < tMin || p.t > tMax) return;
@@ -123,10 +126,10 @@
         d += (broken ? "M" : "L") + x(p.t).toFixed(1) + " " + y(p.v).toFixed(1) + " ";
         prevT = p.t;
         last = p;
-        if (options.markers) el("circle", { cx: x(p.t), cy: y(p.v), r: 2.5, fill: color, class: "mon-marker" }, svg);
+        if (options.markers) el("circle", { cx: x(p.t), cy: y(p.v), r: 2.5, class: "mon-marker " + color }, svg);
       });
-      if (d) el("path", { d: d, class: "mon-line", stroke: color }, svg);
-      if (last) el("circle", { cx: x(last.t), cy: y(last.v), r: 2.5, fill: color }, svg);
+      if (d) el("path", { d: d, class: "mon-line " + color }, svg);
+      if (last) el("circle", { cx: x(last.t), cy: y(last.v), r: 2.5, class: "mon-last " + color }, svg);
     });
 
     var legend = document.createElement("ul");
@@ -134,7 +137,7 @@
     series.forEach(function (s, index) {
       var item = document.createElement("li");
       var swatch = document.createElement("span");
-      swatch.className = "mon-swatch mon-swatch-" + (index % COLORS.length);
+      swatch.className = "mon-swatch mon-swatch-" + (index % COLOR_COUNT);
       item.appendChild(swatch);
       var value = lastValue(s.points);
       item.appendChild(document.createTextNode(

@@ -292,6 +292,27 @@
     });
   }
 
+  // A host without an NVIDIA GPU (its latest sample says so and the window holds no GPU figure)
+  // gets one card that says so instead of the GPUs card and four empty GPU charts. A GPU that
+  // vanished mid-window (a driver reset) keeps its charts: their history still tells something.
+  function hostHasNoGpu(sample, entry) {
+    if (!sample || sample.gpu_available || sample.gpus.length) return false;
+    return !Object.keys(entry.gpus).some(function (key) { return entry.gpus[key].points.length > 0; });
+  }
+
+  function renderGpuPresence(sample) {
+    var entry = state.history[state.host] || { points: [], gpus: {} };
+    var none = hostHasNoGpu(sample, entry);
+    $("mon-no-gpu").hidden = !none;
+    $("mon-gpu-card").hidden = none;
+    Array.prototype.forEach.call(root.querySelectorAll("[data-gpu-chart]"), function (chart) { chart.hidden = none; });
+    if (none) {
+      $("mon-no-gpu-host").textContent = sample.host;
+      $("mon-no-gpu-reason").textContent = sample.gpu_reason ? "The probe says: " + sample.gpu_reason + "." : "";
+    }
+    return none;
+  }
+
   function renderCharts() {
     var entry = state.history[state.host] || { points: [], gpus: {} };
     var tMax = Date.now();
@@ -310,10 +331,12 @@
     var draw = function (id, series, extra) {
       window.MonCharts.lineChart($(id), Object.assign({ series: series, tMin: tMin, tMax: tMax, gapMs: gapMs }, extra || {}));
     };
-    draw("chart-gpu-memory", gpuSeries("memory_used_mb"), { unit: "MB" });
-    draw("chart-gpu-util", gpuSeries("utilization_percent"), { yMax: 100, unit: "%" });
-    draw("chart-gpu-temp", gpuSeries("temperature_c"), { unit: "°C" });
-    draw("chart-gpu-power", gpuSeries("power_draw_w"), { unit: "W" });
+    if (!renderGpuPresence(state.host ? state.latest[state.host] : null)) {
+      draw("chart-gpu-memory", gpuSeries("memory_used_mb"), { unit: "MB" });
+      draw("chart-gpu-util", gpuSeries("utilization_percent"), { yMax: 100, unit: "%" });
+      draw("chart-gpu-temp", gpuSeries("temperature_c"), { unit: "°C" });
+      draw("chart-gpu-power", gpuSeries("power_draw_w"), { unit: "W" });
+    }
     draw("chart-ram", hostSeries("ram_used_mb", "RAM used"), { unit: "MB" });
     draw("chart-cpu", hostSeries("cpu_percent", "CPU"), { yMax: 100, unit: "%" });
   }

@@ -75,9 +75,9 @@
     const created = new Date(upload.created);
     const tr = el("tr", {}, [
       el("td", { className: "name", textContent: upload.original_name, title: upload.sha256 }),
-      el("td", { textContent: upload.content_type.split(";")[0] }),
+      el("td", { className: "type", textContent: upload.content_type.split(";")[0] }),
       el("td", { className: "num", textContent: humanSize(upload.size) }),
-      el("td", {}, [el("time", { dateTime: upload.created, textContent: created.toLocaleString() })]),
+      el("td", { className: "created" }, [el("time", { dateTime: upload.created, textContent: created.toLocaleString() })]),
       el("td", { className: "actions" }, [download, remove]),
     ]);
     tr.dataset.id = upload.id;

@@ -8,6 +8,12 @@ from accounts.models import User
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _var_dir(tmp_path, settings):
+    # A generated password is kept under VAR_DIR (accounts.admin_password): not the real one.
+    settings.VAR_DIR = tmp_path
+
+
 def run(monkeypatch, **env) -> str:
     for name in ("ADMIN_EMAIL", "ADMIN_PASSWORD"):
         monkeypatch.delenv(name, raising=False)

@@ -256,7 +256,11 @@ def test_images_need_a_vision_model(server, ollama_double, new_context, user, tm
     expect(page.locator(REPLY).nth(1)).to_have_attribute("data-status", "complete")
     page.reload()
     expect(page.locator(SENT).nth(1).locator(".att-name")).to_have_text(hostile)
-    expect(page.locator("#messages img, #attach-tray img")).to_have_count(0)
+    # No image but the sent picture's own thumbnail (images.js), from its download URL.
+    expect(page.locator("#messages img:not(.att-preview-img), #attach-tray img")).to_have_count(0)
+    expect(page.locator("#messages img.att-preview-img")).to_have_attribute(
+        "src", re.compile(r"^/api/uploads/[0-9a-f-]+/download/$")
+    )
     assert page.evaluate("window.__xss") is None
     assert not real_problems(problems), problems
 

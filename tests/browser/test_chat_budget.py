@@ -76,7 +76,7 @@ def test_a_notice_from_80_percent_on_after_each_reply(daphne, ollama_double, new
     send(page, "And one more")
     banner = page.locator("#banner")
     expect(banner).to_have_attribute("data-code", "budget_exhausted")
-    expect(banner).to_have_text(
+    expect(banner.locator(".error-text")).to_have_text(
         "You have used today's budget of 100 tokens. It resets at 00:00: you can chat again then."
     )
     expect(page.locator("#prompt")).to_have_value("And one more")

@@ -80,3 +80,35 @@ def test_static_files_exist_and_load_nothing_from_elsewhere(name):
     assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in text
     assert "innerHTML" not in text  # names from the machine are set as text, never as HTML
+
+
+def test_a_host_without_gpu_gets_one_card_instead_of_four_gpu_charts(logged_in):
+    """What dashboard.js decides on: the page has the card (hidden until then) and marks the four
+    GPU charts; a host whose probe found no NVIDIA driver has gpu_available false, the probe's
+    reason and no GPU rows, in the latest figures and in the history alike."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from .conftest import make_sample
+
+    html = logged_in.get("/monitoring/").content.decode()
+    card = re.search(r'<section class="mon-card mon-no-gpu" id="mon-no-gpu"[^>]*>', html)
+    assert card is not None and " hidden" in card.group(0)
+    assert "No NVIDIA GPU on" in html
+    assert len(re.findall(r'<figure class="mon-chart" data-gpu-chart>', html)) == 4
+    assert "data-gpu-chart><figcaption>RAM" not in html
+
+    now = timezone.now()
+    reason = "NVML: Driver Not Loaded"
+    for seconds in (20, 10):
+        make_sample(
+            "cpu-box", now - timedelta(seconds=seconds), ram_used_mb=900.0, cpu_percent=7.0,
+            gpu_available=False, gpu_reason=reason,
+        )  # fmt: skip
+    latest = logged_in.get("/api/monitoring/latest/").json()["hosts"]
+    assert [(h["host"], h["gpu_available"], h["gpu_reason"], h["gpus"]) for h in latest] == [
+        ("cpu-box", False, reason, [])
+    ]
+    series = logged_in.get("/api/monitoring/series/").json()["hosts"]
+    assert [(h["host"], h["gpus"], len(h["points"])) for h in series] == [("cpu-box", [], 2)]

@@ -132,6 +132,10 @@ def test_loadtest_against_the_double(server, user, tmp_path, monkeypatch):
             tokens / wall, rel=1e-4
         )
     assert Conversation.objects.filter(owner=user, title__startswith="[loadtest").count() == 9
+    # Marked as the load test's: out of the conversation list unless asked for.
+    assert set(Conversation.objects.filter(owner=user).values_list("source", flat=True)) == {
+        "loadtest"
+    }
 
     page = html_path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")

@@ -5,10 +5,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
 
-from accounts import services
+from accounts import admin_password, services
+from accounts.admin_password import DEVELOPMENT_ADMIN_EMAIL
 from config.env import Env
-
-DEVELOPMENT_ADMIN_EMAIL = "admin@localhost"
 
 
 class Command(BaseCommand):
@@ -39,10 +38,12 @@ class Command(BaseCommand):
 
         result = services.bootstrap_admin(email=email, password=password)
         if result.created and result.password_generated:
+            kept = admin_password.remember(result.password_generated)
+            where = f"kept in {kept} for the start-up banner" if kept else "shown once: note it now"
             self.stdout.write(
                 self.style.SUCCESS(f"Created admin {result.email}")
                 + f"\n  password: {result.password_generated}\n"
-                "  (shown once: note it now, or set ADMIN_PASSWORD and run this again)"
+                f"  ({where}; `make reset-admin-password` sets a new one)"
             )
         elif result.created:
             self.stdout.write(self.style.SUCCESS(f"Created admin {result.email}"))
