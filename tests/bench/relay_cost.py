@@ -73,7 +73,7 @@ from tests.bench.ws_stream import (
     raise_open_files_limit,
     reply_tokens,
 )
-from tests.support.live import BASE_DIR, free_port
+from tests.support.live import BASE_DIR, daphne_command, free_port
 
 TARGETS = ("direct", "peer", "sse", "ws", "ollama")
 GATEWAY_TARGETS = ("sse", "ws", "ollama")
@@ -315,16 +315,7 @@ class PeerDaphne(BenchDaphne):
     def launch(self) -> None:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "tests.bench.bare_proxy:app",
-                ],
+                daphne_command(self.port, "tests.bench.bare_proxy:app"),
                 cwd=BASE_DIR,
                 env=self.env,
                 stdout=log,

@@ -11,18 +11,16 @@ on one SQLite file are no deployment, and four Daphnes cost the suite time).
 
 from __future__ import annotations
 
-import os
-
 import pytest
-import redis
 
 from tests.bench import fair_queue
+from tests.support.redis_db import flushed, redis_test_url
 
 pytestmark = pytest.mark.integration
 
 NOISY, QUIET = 6, 2
 QUIET_USERS = [fair_queue.quiet_name(k) for k in range(1, QUIET + 1)]
-REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0] + "/10"
+REDIS_URL = redis_test_url(10)
 
 
 @pytest.fixture
@@ -30,12 +28,7 @@ def redis_url(request: pytest.FixtureRequest):
     if not request.param:
         yield None
         return
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()  # the suite needs the real Redis: an error here is a failure, not a skip
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    yield from flushed(REDIS_URL)
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.bench import relay_cost
+from tests.support.redis_db import flushed, redis_test_url
 
 pytestmark = pytest.mark.integration
 
@@ -23,17 +23,12 @@ TOKENS = 5
 STREAMS = [1, 2]
 WS_STREAMS = 3
 SEQUENTIAL = 2
-REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0] + "/9"
+REDIS_URL = redis_test_url(9)
 
 
 @pytest.fixture
 def redis_url():
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()  # the suite needs the real Redis: an error here is a failure, not a skip
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    yield from flushed(REDIS_URL)
 
 
 def test_relay_cost_runs_at_tiny_settings(tmp_path: Path, redis_url, capsys):

@@ -1,27 +1,22 @@
 """The Redis gate through the whole app: two Daphne processes share one slot per host."""
 
 import json
-import os
 import threading
 
 import httpx
 import pytest
-import redis
 
 from tests.support.live import DaphneServer, bearer
+from tests.support.redis_db import flushed, redis_test_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
-REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0] + "/13"
+REDIS_URL = redis_test_url(13)
 
 
 @pytest.fixture
 def redis_url():
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()  # the suite needs the real Redis: an error here is a failure, not a skip
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
+    yield from flushed(REDIS_URL)
 
 
 def stream_chat(url: str, headers: dict, results: list, index: int) -> None:

@@ -27,18 +27,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def daphne_command(port: int) -> list[str]:
-    """The command that serves the app on 127.0.0.1:`port`, as `make run` does."""
-    return [
-        sys.executable,
-        "-m",
-        "daphne",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "config.asgi:application",
-    ]
+def daphne_command(port: int, application: str = "config.asgi:application") -> list[str]:
+    """The command that serves the app (or another ASGI `application`) on 127.0.0.1:`port`, as
+    `make run` does."""
+    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application]
 
 
 def test_database_url() -> str:
