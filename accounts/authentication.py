@@ -41,6 +41,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from accounts.models import API_KEY_PREFIX, KEY_ID_LENGTH, ApiKey
 from accounts.throttling import ApiKeyFailureThrottle, client_ident
+from config import database
 from core.errors import AppError
 
 
@@ -56,6 +57,13 @@ def authenticate_bearer(request: HttpRequest) -> tuple[Any, Any] | None:
     if raw is not None and is_api_key(raw):
         return authenticate_key(raw, client_ident(request.META))
     return JWTAuthentication().authenticate(request)  # type: ignore[arg-type]
+
+
+async def aauthenticate_bearer(request: HttpRequest) -> tuple[Any, Any] | None:
+    """`authenticate_bearer` for async views: one hop to a database thread, which hands its
+    connection back after the call (config.database), so none is held while a reply streams
+    and no second hop is needed to let it go (issue 16)."""
+    return await database.run(authenticate_bearer, request)
 
 
 # --------------------------------------------------------------------------- API keys

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import (
     BACKEND_SESSION_KEY,
@@ -35,6 +34,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts import authentication, tokens
 from accounts.throttling import client_ident
+from config import database
 
 #: Application close code for "not authenticated" (4401 echoes HTTP 401: retrying without
 #: logging in again is pointless): a refused handshake or auth frame, an expired token, and a
@@ -111,7 +111,7 @@ async def user_for_token(
     throttled by."""
     if not isinstance(raw, str) or not raw:
         return None, None
-    return await sync_to_async(_user_for_token)(raw, socket_client(scope or {}))
+    return await database.run(_user_for_token, raw, socket_client(scope or {}))
 
 
 def socket_client(scope: dict[str, Any]) -> str:
@@ -205,7 +205,7 @@ async def still_valid(credential: Credential | None) -> bool:
     by primary key (the user; and the session, for a session socket)."""
     if credential is None:
         return False
-    return await sync_to_async(_holds)(credential)
+    return await database.run(_holds, credential)
 
 
 def user_group(user_id: int) -> str:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 from uuid import UUID
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -367,13 +368,14 @@ class ChatConsumer(CountedSocket, AsyncJsonWebsocketConsumer):
             await self._handle(message)
 
     async def _handle(self, message: dict) -> None:
-        # Channels closes stale database connections before every handler; for the token
-        # frames, which never touch the database here, that would put each frame through
-        # the database thread.
-        if message.get("type") == "chat.token":
-            await self.chat_token(message)
-            return
-        await super().dispatch(message)
+        # Not channels' dispatch: it closes stale database connections before every handler,
+        # a thread hop per frame (and, with CONN_MAX_AGE 0, a new SQLite connection for the
+        # next credential check). This socket's queries all go through config.database,
+        # whose threads hand their connections back after each call (issue 16).
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message.get('type')!r}")
+        await handler(message)
 
     async def chat_token(self, event: dict) -> None:
         await self._send_text(

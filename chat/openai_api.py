@@ -18,18 +18,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import InvalidToken
 
-from accounts.authentication import Needs, authenticate_bearer, bearer_error, scope_refusal
+from accounts.authentication import Needs, aauthenticate_bearer, bearer_error, scope_refusal
 from chat import cancels, embeddings, hosts, services
 from chat import openai_format as fmt
 from chat.events import Cancelled, Done, Event, Failed, Token
 from chat.models import Conversation
-from config import database
 from config.exceptions import app_error_of
 from config.parsers import json_object_of
 from core.errors import AppError
@@ -64,7 +62,7 @@ def endpoint(*methods: str, json_body: bool = False, needs: Needs = "chat"):
                     "method_not_allowed", f"Method {request.method} is not allowed here.", 405
                 )
             try:
-                found = await sync_to_async(authenticate_bearer)(request)
+                found = await aauthenticate_bearer(request)
             except (AuthenticationFailed, InvalidToken) as exc:
                 # 401, or 429 for an address that failed with API keys too often
                 error = bearer_error(exc)
@@ -85,8 +83,6 @@ def endpoint(*methods: str, json_body: bool = False, needs: Needs = "chat"):
             if refusal is not None:
                 return openai_error(refusal)
             request.user = user
-            # Generations save on their own threads; the request's connection goes back now.
-            await sync_to_async(database.release_connections)()
             if json_body:
                 try:
                     kwargs["body"] = json_object_of(request)

@@ -13,17 +13,15 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import InvalidToken
 
-from accounts.authentication import Needs, authenticate_bearer, scope_refusal
+from accounts.authentication import Needs, aauthenticate_bearer, scope_refusal
 from chat import cancels, embeddings, hosts, services
 from chat.events import Cancelled, Done, Event, Failed, Token
 from chat.models import Conversation
-from config import database
 from config.exceptions import app_error_of
 from config.parsers import json_object_of
 from core import fastjson
@@ -48,12 +46,6 @@ def ollama_error_of(error: AppError) -> JsonResponse:
     return ollama_error(error.detail, error.status, error.retry_after_seconds)
 
 
-def _authenticate(request):
-    # Bearer credentials only: Ollama clients send headers, never cookies, so no CSRF exposure.
-    # (user, credential): a JWT access token or an API key.
-    return authenticate_bearer(request)
-
-
 def endpoint(*methods: str, json_body: bool = False, needs: Needs | None = None):
     """An Ollama endpoint behind a bearer credential. `needs`: what an API key's scope must
     allow (accounts.authentication.check_scope); by default "read" for GET and HEAD, "chat"
@@ -66,7 +58,9 @@ def endpoint(*methods: str, json_body: bool = False, needs: Needs | None = None)
             if request.method not in methods:
                 return ollama_error("method not allowed", 405)
             try:
-                found = await sync_to_async(_authenticate)(request)
+                # Bearer credentials only: Ollama clients send headers, never cookies, so no
+                # CSRF exposure. (user, credential): a JWT access token or an API key.
+                found = await aauthenticate_bearer(request)
             except (AuthenticationFailed, InvalidToken) as exc:
                 # 401, or 429 for an address that failed with API keys too often
                 status = getattr(exc, "status_code", 401)
@@ -85,8 +79,6 @@ def endpoint(*methods: str, json_body: bool = False, needs: Needs | None = None)
             if refusal is not None:
                 return ollama_error_of(refusal)
             request.user = user
-            # Generations save on their own threads; the request's connection goes back now.
-            await sync_to_async(database.release_connections)()
             if json_body:
                 try:
                     kwargs["body"] = json_object_of(request, empty_is_object=True)

@@ -14,6 +14,7 @@ from django.db.models import Count, QuerySet
 from chat.errors import ChatRequestError
 from chat.models import Conversation, Message
 from chat.tree import Tree
+from config import database
 
 
 def not_found() -> ChatRequestError:
@@ -44,10 +45,9 @@ def own_conversation(user_id: int | None, conversation_id: UUID | str) -> Conver
 
 
 async def aown_conversation(user_id: int, conversation_id: UUID | str) -> Conversation:
-    conversation = await Conversation.objects.filter(owner_id=user_id, pk=conversation_id).afirst()
-    if conversation is None:
-        raise not_found()
-    return conversation
+    # config.database, not the async ORM: its threads hand the connection back after the
+    # call, so sockets need not close stale connections before every frame (chat.consumers).
+    return await database.run(own_conversation, user_id, conversation_id)
 
 
 def messages_of(user: Any, conversation_id: UUID | str) -> QuerySet[Message]:
@@ -56,9 +56,11 @@ def messages_of(user: Any, conversation_id: UUID | str) -> QuerySet[Message]:
 
 async def reply_to_resume(conversation_id: str, message_id: int) -> Message:
     """An assistant reply of a conversation the caller already owns (see aown_conversation)."""
-    reply = await Message.objects.filter(
-        pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
-    ).afirst()
+    reply = await database.run(
+        Message.objects.filter(
+            pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
+        ).first
+    )
     if reply is None:
         raise ChatRequestError("not_found", "Message not found.", 404)
     return reply
@@ -67,7 +69,10 @@ async def reply_to_resume(conversation_id: str, message_id: int) -> Message:
 async def saved_text(message_id: int) -> str:
     """The text of a reply as last saved (flushed every CHAT_FLUSH_INTERVAL while streaming)."""
     return (
-        await Message.objects.filter(pk=message_id).values_list("content", flat=True).afirst() or ""
+        await database.run(
+            Message.objects.filter(pk=message_id).values_list("content", flat=True).first
+        )
+        or ""
     )
 
 
