@@ -43,7 +43,8 @@ from config.exceptions import app_error_of, queue_unavailable
 from core.errors import AppError
 from core.gate import GateError, GateFull
 from core.ollama import OllamaError, Timings
-from core.probes import asnapshot, resource_delta
+from core.probes import resource_delta
+from core.probes.recent import recent_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -672,7 +673,9 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
             stream = _open_stream(plan)
             head = asyncio.ensure_future(anext(stream, None))
             try:
-                before, reply = await asyncio.gather(asnapshot(), _begin_reply(plan, reservation))
+                before, reply = await asyncio.gather(
+                    recent_snapshot(), _begin_reply(plan, reservation)
+                )
                 yield Started(
                     reply.message_id,
                     str(plan.conversation_pk),
@@ -698,7 +701,7 @@ async def generate(plan: GenerationPlan) -> AsyncGenerator[Event, None]:
                     chunk = await anext(stream, None)
             finally:
                 await _close_stream(stream, head)
-            after = await asnapshot()
+            after = await recent_snapshot()
         except GeneratorExit:  # closed by the transport: nobody is left to tell
             await asyncio.shield(_save_cancelled(plan, reply))
             raise

@@ -53,7 +53,7 @@ async def test_an_unexpected_exception_ends_with_an_error_frame_and_a_failed_row
             raise RuntimeError("probe broke")
         return {}
 
-    monkeypatch.setattr(services, "asnapshot", snapshot)
+    monkeypatch.setattr(services, "recent_snapshot", snapshot)
     communicator = await connect(alice)
     frames = await send(communicator)
     await communicator.disconnect()
