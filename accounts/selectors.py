@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections
 from django.db.models import Max, QuerySet
 
 from accounts.models import MIN_PRIORITY, ApiKey, User
+from config.compiled_sql import CompiledQuery
 
 
 @dataclass(frozen=True)
@@ -29,26 +29,15 @@ def _standing_query(user_id: int) -> QuerySet[Any]:
     )
 
 
-# The standing's SQL by database alias: the ORM's own statement, compiled once, since
-# compiling it (three joins and a GROUP BY) costs ten times running it, on every message.
-_standing_sql: dict[str, str] = {}
+# Compiling it (three joins and a GROUP BY) costs ten times running it, on every message.
+_standing = CompiledQuery(User, _standing_query, user_id=-1)
 
 
 def standing(user_id: int) -> Standing | None:
     """The user's Standing in one statement (issue 16: one read of the user row per message,
     not one for the budget and one for the weight); None if there is no such user."""
-    alias = User.objects.db
-    sql = _standing_sql.get(alias)
-    if sql is None:
-        compiled, params = _standing_query(user_id).query.sql_with_params()
-        if tuple(params) != (user_id,):  # not the one parameter expected: the ORM each time
-            row = _standing_query(user_id).first()
-            return None if row is None else _of(row)
-        sql = _standing_sql[alias] = compiled
-    with connections[alias].cursor() as cursor:
-        cursor.execute(sql, [user_id])
-        row = cursor.fetchone()
-    return None if row is None else _of(row)
+    rows = _standing.rows(user_id=user_id)
+    return _of(rows[0]) if rows else None
 
 
 def _of(row: tuple[Any, ...]) -> Standing:
