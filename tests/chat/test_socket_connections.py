@@ -83,8 +83,8 @@ async def test_frames_make_no_stale_connection_hop_and_open_only_database_thread
     finally:
         connection_created.disconnect(opened)
     assert hops == []
-    # Only config.database's threads ("db_…") opened connections: they hand them back after
-    # every call. A query on asgiref's thread would hold its connection with nothing to close
-    # it now that frames skip Channels' hop.
-    assert opened.threads, "the chat queried the database"
+    # Only config.database's threads ("db_…") opened connections (if any: on SQLite they keep
+    # theirs from earlier tests): they hand them back after every call. A query on asgiref's
+    # thread would hold its connection with nothing to close it now that frames skip Channels'
+    # hop.
     assert all(name.startswith("db") for name in opened.threads), opened.threads
