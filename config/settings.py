@@ -412,9 +412,10 @@ OLLAMA_URLS = [_url.rstrip("/") for _url in OLLAMA_URLS]
 OLLAMA_DEFAULT_MODEL = env.str("OLLAMA_DEFAULT_MODEL", "")
 OLLAMA_CONNECT_TIMEOUT = env.float("OLLAMA_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 OLLAMA_READ_TIMEOUT = env.float("OLLAMA_READ_TIMEOUT", 300.0, minimum=1.0)
-# The HTTP client under core.ollama: httpx's own (httpcore and h11, pure Python) or aiohttp's
-# parser (C) behind the same httpx API, which costs less per streamed chunk (docs/performance.md).
-OLLAMA_HTTP_CLIENT = env.choice("OLLAMA_HTTP_CLIENT", "httpx", ("httpx", "aiohttp"))
+# The HTTP stack under core.ollama, behind the same httpx API and failing with the same errors:
+# aiohttp (C parser, cheap pool), which costs less per streamed chunk and per request than
+# httpx's own httpcore and h11 (docs/performance.md, change 7); `httpx` remains as a fallback.
+OLLAMA_HTTP_CLIENT = env.choice("OLLAMA_HTTP_CLIENT", "aiohttp", ("httpx", "aiohttp"))
 # Tokens: the context window of a chat that sets no num_ctx; mirror the Ollama server's own
 # OLLAMA_CONTEXT_LENGTH (4096 by default). A model's shorter context length still wins.
 OLLAMA_CONTEXT_LENGTH = env.int("OLLAMA_CONTEXT_LENGTH", 4096, minimum=256)

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 import orjson
 
+from core.ollama.aiohttp_transport import AiohttpTransport
 from core.ollama.errors import (
     ModelNotFound,
     OllamaBadRequest,
@@ -100,9 +101,10 @@ def _message(message: Mapping[str, Any]) -> dict[str, Any]:
 class OllamaClient:
     """A pooled async client for one Ollama host.
 
-    `transport` replaces the pooled HTTP transport (e.g. `httpx.MockTransport` in tests);
-    the connection limits then do not apply. Images (chat messages' `images`, generate's
-    `images`) may be given as base64 strings or raw bytes.
+    `http_client` picks the pooled HTTP transport: aiohttp's (`core.ollama.aiohttp_transport`)
+    or httpx's own (httpcore); both fail with the same errors. `transport` replaces it (e.g.
+    `httpx.MockTransport` in tests); the connection limits then do not apply. Images (chat
+    messages' `images`, generate's `images`) may be given as base64 strings or raw bytes.
     """
 
     def __init__(
@@ -116,32 +118,22 @@ class OllamaClient:
         headers: Mapping[str, str] | None = None,
         max_connections: int = 512,
         max_keepalive_connections: int = 32,
-        http_client: Literal["httpx", "aiohttp"] | str = "httpx",
+        http_client: Literal["httpx", "aiohttp"] | str = "aiohttp",
     ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.host = self.base_url
         self.read_timeout = read_timeout
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=30.0,
+        )
         if transport is None and http_client == "aiohttp":
-            # aiohttp's C parser behind httpx's API: less CPU per streamed chunk than httpcore
-            # and h11 (issue 16). Its errors come back as httpx's (httpx_aiohttp maps them).
-            from httpx_aiohttp import AiohttpTransport
-
-            transport = AiohttpTransport(
-                trust_env=False,
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=max_keepalive_connections,
-                    keepalive_expiry=30.0,
-                ),
-            )
+            # aiohttp under httpx's API: less CPU per streamed chunk and per request than
+            # httpcore and h11 (issue 16), failing with the same httpx exceptions.
+            transport = AiohttpTransport(limits)
         if transport is None:
-            transport = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=max_keepalive_connections,
-                    keepalive_expiry=30.0,
-                )
-            )
+            transport = httpx.AsyncHTTPTransport(limits=limits)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import gc
 import json
+import logging
+import re
 import socket
 import threading
 
 import httpx
 import ollama
+import psutil
 import pytest
 
 from core.ollama import (
@@ -42,9 +47,15 @@ async def last_chunk(stream):
         return [chunk async for chunk in chunks][-1]
 
 
+@pytest.fixture(params=["httpx", "aiohttp"])
+def http_client(request):
+    """The HTTP stack under OllamaClient: every test that reaches a server runs on both."""
+    return request.param
+
+
 @pytest.fixture
-async def client(ollama_double):
-    c = OllamaClient(ollama_double.url)
+async def client(ollama_double, http_client):
+    c = OllamaClient(ollama_double.url, http_client=http_client)
     yield c
     await c.aclose()
 
@@ -53,6 +64,61 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def open_connections(port: int) -> int:
+    """This process's established TCP connections to `port` (the client side of them)."""
+    return sum(
+        1
+        for conn in psutil.Process().net_connections("tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    )
+
+
+@pytest.fixture
+def unanswered_port():
+    """A port whose listen queue is full: the kernel drops further SYNs, so a connect hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for sock in [*fillers, listener]:
+        sock.close()
+
+
+@pytest.fixture
+async def raw_server():
+    """`await raw_server(reply)`: the URL of a TCP server that reads one request and answers
+    `reply`'s bytes as they are, then hangs up (`None`: hangs up without a word)."""
+    servers = []
+
+    async def start(reply):
+        async def answer(reader, writer):
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                # Read the body too: closing with unread bytes would send a reset instead.
+                await reader.readexactly(int(length[1]) if length else 0)
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
 
 
 # --------------------------------------------------------------------------- timings
@@ -208,9 +274,9 @@ async def test_pull_of_an_unknown_model_is_a_stream_error(client):
 # --------------------------------------------------------------------------- errors
 
 
-async def test_unreachable_names_the_host():
+async def test_unreachable_names_the_host(http_client):
     url = f"http://127.0.0.1:{free_port()}"
-    async with OllamaClient(url, connect_timeout=1) as c:
+    async with OllamaClient(url, connect_timeout=1, http_client=http_client) as c:
         with pytest.raises(OllamaUnreachable) as info:
             await c.tags()
         assert url in str(info.value) and info.value.host == url
@@ -302,10 +368,30 @@ async def test_dropped_connection_is_a_protocol_error(ollama_double, client):
         async for chunk in client.chat(MODEL, USER):
             got.append(chunk.content)
     assert got == ["alpha", " beta"] and info.value.code == "ollama_protocol_error"
+    assert str(info.value) == (
+        f"The connection to Ollama at {ollama_double.url} dropped mid-stream: peer closed "
+        "connection without sending complete message body (incomplete chunked read)"
+    )
     # Dropped before any byte of a non-streamed reply.
     ollama_double.script(drop_after=0)
     with pytest.raises(OllamaProtocolError):
         await last_chunk(client.chat(MODEL, USER))
+
+
+async def test_what_arrived_before_a_drop_is_delivered_before_the_error(ollama_double, client):
+    # A consumer slower than the network: the tokens and the drop are both in when it reads on.
+    held = ollama_double.script(tokens=["a", "b", "c", "d"], hold_after=1, drop_after=3)
+    got = []
+    async with client.chat(MODEL, USER) as stream:
+        assert (await anext(stream)).content == "a"
+        ollama_double.release(held)
+        assert await ollama_double.await_until(lambda: ollama_double.last_generation.dropped)
+        # A round trip on another connection, during which the event loop takes the drop in.
+        assert (await client.version()) == "0.12.6"
+        with pytest.raises(OllamaProtocolError, match="dropped mid-stream"):
+            async for chunk in stream:
+                got.append(chunk.content)
+    assert got == ["b", "c"]
 
 
 @pytest.mark.parametrize(
@@ -328,8 +414,8 @@ async def test_malformed_or_unfinished_stream_is_a_protocol_error(body):
                 pass
 
 
-async def test_timeouts(ollama_double):
-    async with OllamaClient(ollama_double.url, read_timeout=0.1) as c:
+async def test_timeouts(ollama_double, http_client):
+    async with OllamaClient(ollama_double.url, read_timeout=0.1, http_client=http_client) as c:
         # Nothing at all (the model is still "loading").
         ollama_double.script(load_duration=0.5)
         with pytest.raises(OllamaTimeout) as info:
@@ -340,6 +426,105 @@ async def test_timeouts(ollama_double):
         with pytest.raises(OllamaTimeout):
             async for _ in c.chat("qwen2.5:0.5b", USER):
                 pass
+
+
+async def test_connect_timeout_is_unreachable(unanswered_port, http_client):
+    url = f"http://127.0.0.1:{unanswered_port}"
+    async with OllamaClient(url, connect_timeout=0.2, http_client=http_client) as c:
+        with pytest.raises(OllamaUnreachable) as info:
+            await c.tags()
+        assert str(info.value) == f"Timed out connecting to Ollama at {url}"
+        with pytest.raises(OllamaUnreachable, match="Timed out connecting"):
+            await last_chunk(c.chat(MODEL, USER))
+
+
+async def test_no_free_connection_within_the_pool_timeout_is_a_timeout(ollama_double, http_client):
+    held = ollama_double.script(tokens=["x"] * 3, hold_after=1)
+    async with OllamaClient(
+        ollama_double.url, read_timeout=0.2, max_connections=1, http_client=http_client
+    ) as c:
+        upstream = await c.stream_raw("POST", "/api/chat", {"model": MODEL, "messages": USER})
+        with pytest.raises(OllamaTimeout) as info:
+            await c.tags()  # waits for the one connection, which the stream holds
+        assert info.value.code == "ollama_timeout"
+        ollama_double.release(held)
+        await upstream.aclose()
+    assert ollama_double.requests_to("/api/tags") == []
+
+
+async def test_idle_connections_beyond_max_keepalive_are_closed(ollama_double, http_client):
+    before = open_connections(ollama_double.port)
+    held = ollama_double.script(reply="a b", hold_after=1, times=3)
+    async with OllamaClient(
+        ollama_double.url, max_keepalive_connections=1, http_client=http_client
+    ) as c:
+        streams = [asyncio.create_task(last_chunk(c.chat(MODEL, USER))) for _ in range(3)]
+        assert await ollama_double.await_until(
+            lambda: open_connections(ollama_double.port) == before + 3
+        )
+        ollama_double.release(held)
+        assert all(chunk.done for chunk in await asyncio.gather(*streams))
+        # One is kept for the next request, the two others are closed.
+        assert await ollama_double.await_until(
+            lambda: open_connections(ollama_double.port) == before + 1
+        )
+        assert (await c.version()) == "0.12.6"
+        assert open_connections(ollama_double.port) == before + 1
+    assert await ollama_double.await_until(lambda: open_connections(ollama_double.port) == before)
+
+
+# A server that breaks HTTP itself, which the double (a real HTTP server) cannot.
+HANG_UPS = {
+    "nothing": None,
+    "half the headers": b"HTTP/1.1 200 OK\r\nContent-Ty",
+}
+MALFORMED = {
+    "status line": b"garbage\r\n\r\n",
+    "header line": b"HTTP/1.1 200 OK\r\nContent-Type application/json\r\n\r\n",
+    "chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+    "short body": b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"models":',
+}
+
+
+@pytest.mark.parametrize("reply", HANG_UPS.values(), ids=HANG_UPS.keys())
+async def test_hanging_up_before_the_response_is_a_protocol_error(raw_server, http_client, reply):
+    url = await raw_server(reply)
+    async with OllamaClient(url, http_client=http_client) as c:
+        with pytest.raises(OllamaProtocolError) as info:
+            await c.tags()
+        assert str(info.value) == (
+            f"Ollama at {url} closed the connection without a complete response: "
+            "Server disconnected without sending a response."
+        )
+        with pytest.raises(OllamaProtocolError, match="without a complete response"):
+            await last_chunk(c.chat(MODEL, USER))
+        with pytest.raises(OllamaProtocolError, match="without a complete response"):
+            await c.stream_raw("POST", "/api/chat", {"model": MODEL, "messages": USER})
+
+
+@pytest.mark.parametrize("reply", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_response_is_a_protocol_error(raw_server, http_client, reply):
+    url = await raw_server(reply)
+    async with OllamaClient(url, http_client=http_client) as c:
+        with pytest.raises(OllamaProtocolError) as info:
+            await c.tags()
+        assert info.value.code == "ollama_protocol_error" and info.value.host == url
+        with pytest.raises(OllamaProtocolError):
+            await last_chunk(c.chat(MODEL, USER))
+        with pytest.raises(OllamaProtocolError):
+            async with c.stream_raw("GET", "/api/tags") as upstream:
+                await upstream.aread()
+
+
+async def test_a_body_cut_short_reads_the_same_on_both_stacks(raw_server, http_client):
+    url = await raw_server(MALFORMED["short body"])
+    async with OllamaClient(url, http_client=http_client) as c:
+        with pytest.raises(OllamaProtocolError) as info:
+            await c.tags()
+    assert str(info.value) == (
+        f"Ollama at {url} closed the connection without a complete response: peer closed "
+        "connection without sending complete message body (received 10 bytes, expected 100)"
+    )
 
 
 def test_every_error_is_an_ollama_error_with_a_code():
@@ -440,7 +625,7 @@ async def test_stream_raw_non_streaming_endpoint_and_context_manager(client):
         assert json.loads(await upstream.aread()) == {"version": "0.12.6"}
 
 
-async def test_stream_raw_maps_errors_before_the_first_byte(ollama_double, client):
+async def test_stream_raw_maps_errors_before_the_first_byte(ollama_double, client, http_client):
     with pytest.raises(ModelNotFound) as info:
         await client.stream_raw("POST", "/api/chat", {"model": "ghost", "messages": USER})
     assert info.value.status_code == 404 and info.value.model == "ghost"
@@ -448,7 +633,7 @@ async def test_stream_raw_maps_errors_before_the_first_byte(ollama_double, clien
     with pytest.raises(OllamaBusy):
         async with client.stream_raw("POST", "/api/chat", {"model": MODEL, "messages": USER}):
             pass
-    async with OllamaClient(f"http://127.0.0.1:{free_port()}") as dead:
+    async with OllamaClient(f"http://127.0.0.1:{free_port()}", http_client=http_client) as dead:
         with pytest.raises(OllamaUnreachable):
             await dead.stream_raw("GET", "/api/tags")
 
@@ -474,17 +659,17 @@ async def test_stream_raw_aclose_hangs_up(ollama_double, client):
 # --------------------------------------------------------------------------- per-loop cache
 
 
-async def test_get_client_is_cached_per_loop_and_host(ollama_double):
-    a = get_client(ollama_double.url)
+async def test_get_client_is_cached_per_loop_and_host(ollama_double, http_client):
+    a = get_client(ollama_double.url, http_client=http_client)
     assert get_client(ollama_double.url + "/") is a
-    assert get_client("127.0.0.1:1") is not a
+    assert get_client("127.0.0.1:1", http_client=http_client) is not a
     assert (await a.version()) == "0.12.6"
 
     other: list[OllamaClient] = []
 
     def in_another_loop():
         async def main():
-            c = get_client(ollama_double.url)
+            c = get_client(ollama_double.url, http_client=http_client)
             other.append(c)
             assert get_client(ollama_double.url) is c
             assert await c.version() == "0.12.6"
@@ -501,7 +686,7 @@ async def test_get_client_is_cached_per_loop_and_host(ollama_double):
 
     await close_all()
     assert a.is_closed
-    b = get_client(ollama_double.url)
+    b = get_client(ollama_double.url, http_client=http_client)
     assert b is not a and not b.is_closed
     await close_all()
 
@@ -509,6 +694,18 @@ async def test_get_client_is_cached_per_loop_and_host(ollama_double):
 def test_get_client_needs_a_running_loop():
     with pytest.raises(RuntimeError):
         get_client("http://127.0.0.1:11434")
+
+
+def test_a_client_left_behind_by_its_closed_loop_goes_quietly(ollama_double, http_client, caplog):
+    # asgiref's async_to_sync runs a sync caller's coroutine in a loop of its own, closed after
+    # it: the client it cached can no longer be closed, and must not log errors when collected.
+    async def use():
+        return await get_client(ollama_double.url, http_client=http_client).version()
+
+    assert asyncio.run(use()) == "0.12.6"
+    assert asyncio.run(use()) == "0.12.6"  # get_client forgets the first, closed, loop's client
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 # --------------------------------------------------------------------------- official client
