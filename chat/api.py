@@ -39,7 +39,7 @@ from chat.serializers import (
     parse_action,
     parse_chat_input,
 )
-from config import database
+from config.async_api_view import AsyncAPIView
 from config.schema import ErrorOutput
 from core.errors import AppError
 from core.ollama import OllamaError
@@ -337,6 +337,11 @@ class ConversationBranchView(APIView):
 
 
 # --------------------------------------------------------------------------- chat
+#
+# Coroutine views (config.async_api_view): DRF's authentication, checks and the reading of the
+# input in one hop to a database thread, then the services awaited on the event loop. No
+# connection is held while a reply is generated: the hop hands its connection back, and the
+# generation saves on its own threads.
 
 
 async def _run_to_end(user_id: int, chat_input: services.ChatInput):
@@ -345,10 +350,13 @@ async def _run_to_end(user_id: int, chat_input: services.ChatInput):
     return plan, services.final_event(events)
 
 
-class ChatView(APIView):
+class ChatView(AsyncAPIView):
     """The whole reply in one JSON object, with Ollama's timings and the derived figures."""
 
     simple = False
+
+    def read_post(self, request) -> services.ChatInput:
+        return parse_chat_input(request.data)
 
     @extend_schema(
         request=ChatInput,
@@ -361,12 +369,8 @@ class ChatView(APIView):
             503: ErrorOutput,
         },
     )
-    def post(self, request):
-        chat_input = parse_chat_input(request.data)
-        # The generation saves on its own threads: this request's connection goes back to the
-        # pool rather than idle for the whole reply.
-        database.release_connections()
-        plan, final = async_to_sync(_run_to_end)(request.user.pk, chat_input)
+    async def post(self, request, chat_input: services.ChatInput):
+        plan, final = await _run_to_end(request.user.pk, chat_input)
         return _reply(plan, final, simple=self.simple)
 
 
@@ -397,25 +401,24 @@ def _sse_response(plan: services.GenerationPlan) -> StreamingHttpResponse:
     return response
 
 
-class MessageActionView(APIView):
+class MessageActionView(AsyncAPIView):
     """Regenerate a reply, edit a question and send it again, or continue a reply: the JSON of
     POST /api/chat/, or with `?stream=1` its Server-Sent Events."""
 
     kind = "regenerate"
+
+    def read_post(self, request, pk: int):
+        return parse_action(self.kind, pk, request.data)
 
     @extend_schema(
         request=ActionInput,
         parameters=[OpenApiParameter("stream", int, enum=[0, 1], description="1: SSE")],
         responses={200: ChatReplyOutput, 409: ErrorOutput, 502: ErrorOutput},
     )
-    def post(self, request, pk: int):
-        action = parse_action(self.kind, pk, request.data)
+    async def post(self, request, action, pk: int):
         if request.query_params.get("stream") == "1":
-            plan = async_to_sync(prepare_action)(request.user.pk, action)
-            database.release_connections()
-            return _sse_response(plan)
-        database.release_connections()
-        plan, final = async_to_sync(_action_to_end)(request.user.pk, action)
+            return _sse_response(await prepare_action(request.user.pk, action))
+        plan, final = await _action_to_end(request.user.pk, action)
         return _reply(plan, final)
 
 
@@ -431,19 +434,19 @@ class SimpleChatView(ChatView):
     @extend_schema(
         request=ChatInput, responses={200: SimpleChatOutput, 400: ErrorOutput, 409: ErrorOutput}
     )
-    def post(self, request):
-        return super().post(request)
+    async def post(self, request, chat_input: services.ChatInput):
+        return await super().post(request, chat_input)
 
 
-class StreamChatView(APIView):
+class StreamChatView(AsyncAPIView):
     """Server-Sent Events: status, queued, content, metrics, error, then `[DONE]`."""
+
+    def read_post(self, request) -> services.ChatInput:
+        return parse_chat_input(request.data)
 
     @extend_schema(
         request=ChatInput,
         responses={200: OpenApiResponse(description="text/event-stream of JSON events")},
     )
-    def post(self, request):
-        chat_input = parse_chat_input(request.data)
-        plan = async_to_sync(services.prepare_chat)(request.user.pk, chat_input)
-        database.release_connections()  # as in ChatView: none held while the reply streams
-        return _sse_response(plan)
+    async def post(self, request, chat_input: services.ChatInput):
+        return _sse_response(await services.prepare_chat(request.user.pk, chat_input))

@@ -1,0 +1,54 @@
+"""A client that hangs up on `POST /api/chat/` before its answer cancels the generation, as
+on SSE and /ollama/ (the view is a coroutine, config/async_api_view.py): Ollama is hung up on
+and the reply is saved `cancelled` with what it had."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+from rest_framework_simplejwt.tokens import AccessToken
+
+from chat.models import Message
+
+
+def wait_for(predicate, timeout: float = 20.0):
+    """Until predicate() is true: a safety net, not a timing (it returns at the event)."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        assert time.monotonic() < deadline, "the event never came"
+        time.sleep(0.02)
+    return result
+
+
+def test_a_json_chat_client_that_hangs_up_cancels_and_keeps_the_partial_reply(
+    daphne, user, ollama_double
+):
+    held = ollama_double.script(tokens=["first ", "second ", "third"], hold_after=2)
+    where = urlsplit(daphne.url)
+    body = json.dumps({"message": "Hi"}).encode()
+    request = (
+        f"POST /api/chat/ HTTP/1.1\r\nHost: {where.netloc}\r\n"
+        f"Authorization: Bearer {AccessToken.for_user(user)}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((where.hostname, where.port), timeout=30) as client:
+        client.sendall(request)
+        # Two tokens are out and Ollama holds the rest: the answer cannot have come yet.
+        assert ollama_double.wait_until(
+            lambda: bool(ollama_double.last_generation and ollama_double.last_generation.held),
+            timeout=20,
+        )
+    assert ollama_double.wait_until(lambda: ollama_double.last_generation.finished, timeout=20)
+    assert ollama_double.last_generation.client_disconnected
+    ollama_double.release(held)
+    reply = wait_for(
+        lambda: Message.objects.filter(
+            conversation__owner=user, role="assistant", status="cancelled"
+        ).first()
+    )
+    # What the gateway had read of the two tokens when it was cancelled: the client cannot
+    # see how far that was (no byte is answered before the end).
+    assert "first second ".startswith(reply.content)
