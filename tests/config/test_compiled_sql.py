@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db.models import Q
@@ -32,7 +33,7 @@ def test_the_generations_count_matches_the_orm_in_every_state(make_user, setting
     dead = WebProcess.objects.create(
         id=uuid.uuid4(), hostname="b", pid=2, started_at=now, heartbeat_at=now - timedelta(hours=1)
     )
-    states = [
+    states: list[dict[str, Any]] = [
         {},  # free
         {"generating_since": now, "generating_process": alive.pk},  # held
         {"generating_since": now, "generating_process": dead.pk},  # its process died
