@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from urllib.parse import urlsplit
 
 from rest_framework_simplejwt.tokens import AccessToken
 
 from chat.models import Message
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    """Until predicate() is true: a safety net, not a timing (it returns at the event)."""
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, "the event never came"
-        time.sleep(0.02)
-    return result
+from tests.support.waiting import wait_for
 
 
 def test_a_json_chat_client_that_hangs_up_cancels_and_keeps_the_partial_reply(

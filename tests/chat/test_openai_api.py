@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from chat.models import Conversation, Message
 from tests.ollama_double.server import tokenize
 from tests.support.live import bearer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -473,15 +473,6 @@ def test_a_mid_stream_error_is_an_error_event(daphne, user, ollama_double):
         "ab",
         "ollama_stream_error",
     )
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    """Until predicate() is true: a safety net, not a timing (it returns at the event)."""
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, "the event never came"
-        time.sleep(0.02)
-    return result
 
 
 def test_a_client_that_disconnects_cancels_and_keeps_the_partial_reply(daphne, user, ollama_double):
