@@ -110,5 +110,7 @@ def test_a_host_without_gpu_gets_one_card_instead_of_four_gpu_charts(logged_in):
     assert [(h["host"], h["gpu_available"], h["gpu_reason"], h["gpus"]) for h in latest] == [
         ("cpu-box", False, reason, [])
     ]
-    series = logged_in.get("/api/monitoring/series/").json()["hosts"]
+    # Buckets are aligned on the epoch: at 5 s, two samples 10 s apart are always two points
+    # (at the default, 12 s, they shared one whenever a boundary did not fall between them).
+    series = logged_in.get("/api/monitoring/series/", {"resolution": 5}).json()["hosts"]
     assert [(h["host"], h["gpus"], len(h["points"])) for h in series] == [("cpu-box", [], 2)]
