@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 
 from rest_framework_simplejwt.tokens import AccessToken
 
-from chat.models import Message
-from tests.support.waiting import wait_for
+from tests.support.waiting import hung_up_reply
 
 
 def test_a_json_chat_client_that_hangs_up_cancels_and_keeps_the_partial_reply(
@@ -32,14 +31,7 @@ def test_a_json_chat_client_that_hangs_up_cancels_and_keeps_the_partial_reply(
             lambda: bool(ollama_double.last_generation and ollama_double.last_generation.held),
             timeout=20,
         )
-    assert ollama_double.wait_until(lambda: ollama_double.last_generation.finished, timeout=20)
-    assert ollama_double.last_generation.client_disconnected
-    ollama_double.release(held)
-    reply = wait_for(
-        lambda: Message.objects.filter(
-            conversation__owner=user, role="assistant", status="cancelled"
-        ).first()
-    )
+    reply = hung_up_reply(ollama_double, held, user)
     # What the gateway had read of the two tokens when it was cancelled: the client cannot
     # see how far that was (no byte is answered before the end).
     assert "first second ".startswith(reply.content)

@@ -14,7 +14,7 @@ import pytest
 from chat.models import Conversation, Message
 from tests.ollama_double.server import tokenize
 from tests.support.live import bearer
-from tests.support.waiting import wait_for
+from tests.support.waiting import hung_up_reply, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -491,14 +491,7 @@ def test_a_client_that_disconnects_cancels_and_keeps_the_partial_reply(daphne, u
             if received == "first second ":
                 break
     # the client hung up: the gateway hangs up on Ollama, and saves what it had
-    assert ollama_double.wait_until(lambda: ollama_double.last_generation.finished, timeout=20)
-    assert ollama_double.last_generation.client_disconnected
-    ollama_double.release(held)
-    reply = wait_for(
-        lambda: Message.objects.filter(
-            conversation__owner=user, role="assistant", status="cancelled"
-        ).first()
-    )
+    reply = hung_up_reply(ollama_double, held, user)
     assert reply.content == "first second "
 
 
